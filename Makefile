@@ -1,0 +1,32 @@
+# Set-up pins torch==2.13.0: a bare `torch` pulls a multi-GB CUDA build. pyproject keeps a range for users.
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: setup demo test lint bench clean
+
+$(BIN)/finsent: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q "torch==2.13.0"
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $@
+
+setup: $(BIN)/finsent
+
+demo: setup
+	$(BIN)/finsent quickstart
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+bench: setup
+	$(BIN)/python benchmarks/bench_pack.py
+	$(BIN)/python benchmarks/bench_dedup.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,456 @@
+"""Typed recipe configuration: YAML with line numbers, dotted overrides, checks against the annotations.
+
+A recipe is one YAML file with one section per stage. ``load_config("tiny-cpu", ["data.seed=3"])`` resolves a
+bundled recipe name or a path, applies overrides, checks every key and type, and names file, line and key in
+every error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from finsent.completion import PromptConfig
+from finsent.errors import ConfigError
+
+KeyPath = tuple[str | int, ...]
+Location = tuple[str, int | None]
+
+
+# --- data ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SourceConfig:
+    """One input source: a registered reader name (``finsent ls sources``) or ``hub:<dataset id>``."""
+
+    name: str = field(metadata={"help": "Source name (finsent ls sources) or hub:<dataset id>."})
+    path: str | None = field(default=None, metadata={"help": "Local file; hub sources take a dataset id here."})
+    subset: str | None = field(default=None, metadata={"help": "Hub dataset config name (e.g. sentences_allagree)."})
+    split: str = field(default="train", metadata={"help": "Hub dataset split to read."})
+    text_column: str | None = field(default=None, metadata={"help": "Column holding the text (csv/jsonl/parquet/hub)."})
+    label_column: str | None = field(default=None, metadata={"help": "Column holding the label (csv/jsonl/parquet/hub)."})
+    label_map: dict[str, str] | None = field(
+        default=None, metadata={"help": "Raw label -> positive|negative|neutral; unmapped labels are errors."}
+    )
+    neutral_band: float = field(
+        default=0.1, metadata={"help": "FiQA: scores within +-band are neutral (the published protocol uses 0.1)."}
+    )
+    max_rows: int | None = field(default=None, metadata={"help": "Read at most this many rows (seeded sample)."})
+    num_examples: int = field(default=600, metadata={"help": "demo: how many synthetic headlines to write."})
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.neutral_band < 1:
+            raise ConfigError("", field="neutral_band", expected="a float in [0, 1)", got=self.neutral_band)
+        if self.max_rows is not None and self.max_rows < 1:
+            raise ConfigError("", field="max_rows", expected="an int >= 1 or null", got=self.max_rows)
+
+
+@dataclass
+class TeacherConfig:
+    """Who writes the chain of thought; fields beyond ``name`` and ``mode`` apply to the model teachers."""
+
+    name: str = field(default="lexicon", metadata={"help": "Teacher name: lexicon, openai or vllm (finsent ls teachers)."})
+    mode: Literal["guided", "blind"] = field(
+        default="guided", metadata={"help": "guided: told the gold label, it explains; blind: it answers, kept if right."}
+    )
+    model: str | None = field(default=None, metadata={"help": "Model name (openai) or hub id/path (vllm)."})
+    base_urls: list[str] = field(
+        default_factory=lambda: ["http://127.0.0.1:8000/v1"],
+        metadata={"help": "OpenAI-compatible endpoints; requests are spread over all of them."},
+    )
+    api_key_env: str = field(default="OPENAI_API_KEY", metadata={"help": "Environment variable holding the API key."})
+    max_concurrency: int = field(default=16, metadata={"help": "Requests in flight at once, over all base URLs."})
+    timeout_s: float = field(default=120.0, metadata={"help": "Per-request timeout in seconds."})
+    max_retries: int = field(default=5, metadata={"help": "HTTP retries on 429/5xx/timeouts/connection errors."})
+    backoff_s: float = field(default=1.0, metadata={"help": "First backoff in seconds; doubles per retry, with jitter."})
+    max_backoff_s: float = field(default=60.0, metadata={"help": "Longest wait between HTTP retries, in seconds."})
+    attempts_per_example: int = field(
+        default=3, metadata={"help": "Tries per example when a reply fails validation; temperature rises each try."}
+    )
+    temperature: float = field(default=0.6, metadata={"help": "Sampling temperature of the first try."})
+    temperature_step: float = field(default=0.2, metadata={"help": "Added to the temperature on each further try."})
+    top_p: float = field(default=0.95, metadata={"help": "Nucleus sampling."})
+    max_tokens: int = field(default=512, metadata={"help": "Longest reply in tokens."})
+    guided_hint: str = field(
+        default="The correct label is {label}. Explain briefly why, then answer with that label.",
+        metadata={"help": "guided mode: appended to the user message; {label} is the gold label."},
+    )
+    few_shot: list[dict[str, str]] = field(
+        default_factory=list, metadata={"help": "Examples [{text, label, reasoning}] shown to the teacher first."}
+    )
+    tensor_parallel_size: int = field(default=1, metadata={"help": "vllm: GPUs per model replica."})
+    gpu_memory_utilization: float = field(default=0.9, metadata={"help": "vllm: share of GPU memory to use."})
+    seed: int = field(default=0, metadata={"help": "Sampling seed where the teacher supports one."})
+
+    def __post_init__(self) -> None:
+        for name in ("max_concurrency", "attempts_per_example", "max_tokens", "tensor_parallel_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError("", field=name, expected="an int >= 1", got=getattr(self, name))
+        if self.max_retries < 0:
+            raise ConfigError("", field="max_retries", expected="an int >= 0", got=self.max_retries)
+        if self.timeout_s <= 0:
+            raise ConfigError("", field="timeout_s", expected="a number > 0", got=self.timeout_s)
+        if not self.base_urls:
+            raise ConfigError("", field="base_urls", expected="at least one URL", got=self.base_urls)
+        for i, shot in enumerate(self.few_shot):
+            missing = {"text", "label", "reasoning"} - set(shot)
+            if missing:
+                raise ConfigError("", field=f"few_shot.{i}", expected="keys text, label, reasoning", got=shot)
+
+
+@dataclass
+class ValidationConfig:
+    """Strict checks on inputs and teacher replies; each rejection is counted by reason."""
+
+    min_text_chars: int = field(default=12, metadata={"help": "Inputs shorter than this are rejected (too_short)."})
+    min_reasoning_words: int = field(default=5, metadata={"help": "Shortest accepted reasoning, in words."})
+    max_reasoning_words: int = field(default=200, metadata={"help": "Longest accepted reasoning, in words."})
+    max_copy_ratio: float = field(
+        default=0.9, metadata={"help": "Reject reasoning whose tokens are this much a copy of the input."}
+    )
+    max_repeated_ngram_ratio: float = field(
+        default=0.3, metadata={"help": "Reject reasoning whose 3-grams repeat more than this share (degenerate)."}
+    )
+
+    def __post_init__(self) -> None:
+        if self.min_reasoning_words > self.max_reasoning_words:
+            raise ConfigError(
+                "min_reasoning_words must not exceed max_reasoning_words",
+                field="min_reasoning_words",
+                expected=f"<= {self.max_reasoning_words}",
+                got=self.min_reasoning_words,
+            )
+
+
+@dataclass
+class DedupConfig:
+    """Exact and near-duplicate removal on input text, before the split."""
+
+    use_near: bool = field(default=True, metadata={"help": "Also remove near duplicates (MinHash LSH)."})
+    threshold: float = field(default=0.85, metadata={"help": "Jaccard similarity of word 3-grams counted as near-dup."})
+    num_perm: int = field(default=128, metadata={"help": "MinHash permutations (more: slower, more exact)."})
+    decontaminate: list[SourceConfig] = field(
+        default_factory=list, metadata={"help": "Evaluation sets whose texts (exact or near) are removed from the data."}
+    )
+
+    def __post_init__(self) -> None:
+        if not 0 < self.threshold <= 1:
+            raise ConfigError("", field="threshold", expected="a float in (0, 1]", got=self.threshold)
+
+
+@dataclass
+class BalanceConfig:
+    """Balance by gold label before the teacher runs, so no generation is spent on rows dropped later."""
+
+    strategy: Literal["none", "downsample", "targets", "ratios"] = field(
+        default="none",
+        metadata={"help": "none; downsample (to the rarest label); targets (counts); ratios (shares of the total)."},
+    )
+    targets: dict[str, int] = field(default_factory=dict, metadata={"help": "targets: label -> count."})
+    ratios: dict[str, float] = field(default_factory=dict, metadata={"help": "ratios: label -> share (sums to 1)."})
+    upsample_train: bool = field(
+        default=False, metadata={"help": "Repeat rare-label rows in train only (never across splits) to the targets."}
+    )
+
+    def __post_init__(self) -> None:
+        if self.strategy == "targets" and not self.targets:
+            raise ConfigError("strategy 'targets' needs targets", field="targets", expected="label -> count", got={})
+        if self.strategy == "ratios":
+            total = sum(self.ratios.values())
+            if not self.ratios or abs(total - 1) > 1e-6:
+                raise ConfigError("", field="ratios", expected="label -> share, summing to 1", got=self.ratios)
+
+
+@dataclass
+class SplitConfig:
+    """Stratified, seeded split into train, validation and test."""
+
+    validation: float = field(default=0.1, metadata={"help": "Share of examples in validation.jsonl."})
+    test: float = field(default=0.1, metadata={"help": "Share of examples in test.jsonl."})
+
+    def __post_init__(self) -> None:
+        for name in ("validation", "test"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ConfigError("", field=name, expected="a share in [0, 1)", got=getattr(self, name))
+        if self.validation + self.test >= 1:
+            raise ConfigError("", field="test", expected=f"validation + test < 1", got=self.validation + self.test)
+
+
+@dataclass
+class DataConfig:
+    """The data stage: sources -> labels -> dedup -> balance -> teacher -> validation -> split -> ChatML."""
+
+    sources: list[SourceConfig] = field(
+        default_factory=lambda: [SourceConfig(name="demo")], metadata={"help": "Inputs, read in order."}
+    )
+    teacher: TeacherConfig = field(default_factory=TeacherConfig, metadata={"help": "Who writes the reasoning."})
+    validation: ValidationConfig = field(default_factory=ValidationConfig, metadata={"help": "Strict checks."})
+    dedup: DedupConfig = field(default_factory=DedupConfig, metadata={"help": "Duplicate removal."})
+    balance: BalanceConfig = field(default_factory=BalanceConfig, metadata={"help": "Label balancing."})
+    split: SplitConfig = field(default_factory=SplitConfig, metadata={"help": "Train/validation/test shares."})
+    on_error: Literal["raise", "skip"] = field(
+        default="raise", metadata={"help": "Bad input rows: raise (stop with file:line) or skip (counted in the report)."}
+    )
+    output_dir: str | None = field(default=None, metadata={"help": "Where outputs go (default: <output_dir>/data)."})
+    seed: int = field(default=42, metadata={"help": "Seed for sampling, balancing and the split."})
+    push_to_hub: str | None = field(default=None, metadata={"help": "Upload the dataset to this hub repo id."})
+
+    def __post_init__(self) -> None:
+        if not self.sources:
+            raise ConfigError("", field="sources", expected="at least one source", got=[])
+
+
+# --- recipe -------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RecipeConfig:
+    """A whole recipe: the shared prompt, the run directory and one section per stage."""
+
+    output_dir: str = field(default="runs/finsent", metadata={"help": "Run directory; stages default to subfolders."})
+    prompt: PromptConfig = field(default_factory=PromptConfig, metadata={"help": "The student prompt (all stages)."})
+    data: DataConfig = field(default_factory=DataConfig, metadata={"help": "Data stage."})
+    source_path: str | None = field(default=None, metadata={"help": "The recipe file this came from (set by loader)."})
+
+    def __post_init__(self) -> None:
+        if self.data.output_dir is None:
+            self.data.output_dir = str(Path(self.output_dir) / "data")
+        if "{text}" not in self.prompt.user_template:
+            raise ConfigError("", field="prompt.user_template", expected="a template containing {text}",
+                              got=self.prompt.user_template)
+
+
+# --- loading ------------------------------------------------------------------------------------------------------
+
+
+def resolve_recipe(name_or_path: str | Path) -> Path:
+    """Return the path of a recipe given as a file path or a bundled name such as ``tiny-cpu``."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise ConfigError("recipe not found", path=path, expected="an existing YAML file", got=str(path))
+        return path
+    bundled = resources.files("finsent") / "recipes" / f"{name_or_path}.yaml"
+    if bundled.is_file():
+        return Path(str(bundled))
+    known = sorted(p.name.removesuffix(".yaml") for p in (resources.files("finsent") / "recipes").iterdir()
+                   if p.name.endswith(".yaml"))
+    raise ConfigError(f"unknown recipe {str(name_or_path)!r}; bundled recipes: {', '.join(known)}")
+
+
+def load_config(recipe: str | Path | None = None, overrides: list[str] | None = None) -> RecipeConfig:
+    """Load a recipe (bundled name or path; None for the defaults), apply ``key.path=value`` overrides, check it."""
+    tree: dict[str, Any] = {}
+    locations: dict[KeyPath, Location] = {}
+    source = "<defaults>"
+    if recipe is not None:
+        path = resolve_recipe(recipe)
+        source = str(path)
+        tree = _read_yaml(path, locations)
+    for override in overrides or []:
+        _apply_override(tree, override, locations)
+    cfg = build_dataclass(RecipeConfig, tree, (), locations, source)
+    cfg.source_path = None if recipe is None else source
+    return cfg
+
+
+def dump_config(cfg: Any) -> str:
+    """Return the resolved config as YAML, as saved to ``config.yaml`` beside a stage's outputs."""
+    return yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False, allow_unicode=True, width=119)
+
+
+def config_hash(cfg: Any) -> str:
+    """Return a short stable hash of a config section, used to tell whether a stage must run again."""
+    return hashlib.sha256(dump_config(cfg).encode()).hexdigest()[:16]
+
+
+def _read_yaml(path: Path, locations: dict[KeyPath, Location]) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"cannot read recipe ({err})", path=path) from err
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return {}
+        tree = _construct(loader, node, (), locations, str(path))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        raise ConfigError(f"invalid YAML: {getattr(err, 'problem', err)}", path=path,
+                          line=mark.line + 1 if mark else None) from err
+    finally:
+        loader.dispose()
+    if not isinstance(tree, dict):
+        raise ConfigError("", path=path, line=node.start_mark.line + 1, expected="a mapping of sections",
+                          got=type(tree).__name__)
+    return tree
+
+
+def _construct(loader: yaml.SafeLoader, node: yaml.Node, key_path: KeyPath, locations: dict[KeyPath, Location],
+               source: str) -> Any:
+    locations.setdefault(key_path, (source, node.start_mark.line + 1))
+    if isinstance(node, yaml.MappingNode):
+        result: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            key = loader.construct_object(key_node)
+            line = key_node.start_mark.line + 1
+            if not isinstance(key, str):
+                raise ConfigError("", path=source, line=line, field=_dotted(key_path), expected="string keys", got=key)
+            if key in result:
+                raise ConfigError("duplicate key", path=source, line=line, field=_dotted((*key_path, key)))
+            locations[(*key_path, key)] = (source, line)
+            result[key] = _construct(loader, value_node, (*key_path, key), locations, source)
+        return result
+    if isinstance(node, yaml.SequenceNode):
+        return [_construct(loader, item, (*key_path, i), locations, source) for i, item in enumerate(node.value)]
+    return loader.construct_object(node, deep=True)
+
+
+def _apply_override(tree: dict[str, Any], override: str, locations: dict[KeyPath, Location]) -> None:
+    key, sep, raw = override.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError("", path="<command line>", field=override, expected="an override like data.seed=3")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as err:
+        raise ConfigError(f"invalid value {raw!r}", path="<command line>", field=key) from err
+    parts: list[str | int] = [int(p) if p.isdigit() else p for p in key.strip().split(".")]
+    node: Any = tree
+    for i, part in enumerate(parts[:-1]):
+        child = node[part] if isinstance(node, list) and isinstance(part, int) and part < len(node) else (
+            node.get(part) if isinstance(node, dict) else None)
+        if child is None:
+            if isinstance(node, list):
+                raise ConfigError("", path="<command line>", field=key, expected=f"an index < {len(node)}", got=part)
+            if isinstance(parts[i + 1], int):
+                raise ConfigError("the recipe sets no list here to index; give the whole list, e.g. "
+                                  f"{_dotted(tuple(parts[: i + 1]))}='[...]'", path="<command line>", field=key)
+            child = node[part] = {}
+        node = child
+    last = parts[-1]
+    if isinstance(node, list):
+        if not isinstance(last, int) or last >= len(node):
+            raise ConfigError("", path="<command line>", field=key, expected=f"an index < {len(node)}", got=last)
+        node[last] = value
+    else:
+        node[last] = value
+    for path in [p for p in locations if p[: len(parts)] == tuple(parts)]:
+        del locations[path]
+    for i in range(1, len(parts) + 1):
+        locations.setdefault(tuple(parts[:i]), ("<command line>", None))
+
+
+def _dotted(key_path: KeyPath) -> str:
+    return ".".join(str(p) for p in key_path)
+
+
+def _where(key_path: KeyPath, locations: dict[KeyPath, Location], default_source: str) -> Location:
+    for i in range(len(key_path), -1, -1):
+        if key_path[:i] in locations:
+            return locations[key_path[:i]]
+    return default_source, None
+
+
+def build_dataclass(cls: type, data: Any, key_path: KeyPath, locations: dict[KeyPath, Location],
+                    source: str = "<defaults>") -> Any:
+    """Build dataclass ``cls`` from ``data``, checking keys and types; errors carry file, line and key."""
+    path, line = _where(key_path, locations, source)
+    if not isinstance(data, dict):
+        raise ConfigError("", path=path, line=line, field=_dotted(key_path) or "<top>",
+                          expected=f"a mapping ({cls.__name__})", got=data)
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in fields:
+            key_loc = _where((*key_path, key), locations, source)
+            raise ConfigError(f"unknown key; valid keys: {', '.join(fields)}", path=key_loc[0], line=key_loc[1],
+                              field=_dotted((*key_path, key)))
+        kwargs[key] = _check(value, hints[key], (*key_path, key), locations, source)
+    missing = [n for n, f in fields.items() if n not in kwargs and f.default is dataclasses.MISSING
+               and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise ConfigError("missing required key", path=path, line=line, field=_dotted((*key_path, missing[0])))
+    try:
+        return cls(**kwargs)
+    except ConfigError as err:
+        if err.path is not None:
+            raise
+        sub = tuple(err.field.split(".")) if err.field else ()
+        sub_path = (*key_path, *(int(p) if p.isdigit() else p for p in sub))
+        err_path, err_line = _where(sub_path, locations, source)
+        raise ConfigError(err.message, path=err_path, line=err_line, field=_dotted(sub_path), expected=err.expected,
+                          got=err.got) from err
+
+
+def _check(value: Any, hint: Any, key_path: KeyPath, locations: dict[KeyPath, Location], source: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+
+    def fail(expected: str) -> ConfigError:
+        path, line = _where(key_path, locations, source)
+        return ConfigError("", path=path, line=line, field=_dotted(key_path), expected=expected, got=value)
+
+    if hint is Any:
+        return value
+    if origin in (types.UnionType, typing.Union):
+        if value is None and type(None) in args:
+            return None
+        options = [a for a in args if a is not type(None)]
+        errors = []
+        for option in options:
+            try:
+                return _check(value, option, key_path, locations, source)
+            except ConfigError as err:
+                errors.append(err)
+        if len(options) == 1:
+            raise errors[0]
+        raise fail(" or ".join(_type_name(o) for o in options))
+    if origin is Literal:
+        if value not in args:
+            raise fail("one of " + "|".join(str(a) for a in args))
+        return value
+    if dataclasses.is_dataclass(hint):
+        return build_dataclass(hint, value, key_path, locations, source)
+    if origin is list:
+        if not isinstance(value, list):
+            raise fail(f"a list of {_type_name(args[0])}")
+        return [_check(v, args[0], (*key_path, i), locations, source) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise fail(f"a mapping of {_type_name(args[0])} to {_type_name(args[1])}")
+        return {_check(k, args[0], key_path, locations, source): _check(v, args[1], (*key_path, k), locations, source)
+                for k, v in value.items()}
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise fail("true or false")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise fail("an int")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise fail("a number")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise fail("a string")
+        return value
+    raise TypeError(f"unsupported config annotation {hint!r} at {_dotted(key_path)}")
+
+
+def _type_name(hint: Any) -> str:
+    if typing.get_origin(hint) is Literal:
+        return "|".join(str(a) for a in typing.get_args(hint))
+    return getattr(hint, "__name__", str(hint))

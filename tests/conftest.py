@@ -1,0 +1,58 @@
+"""Shared fixtures: the real data in ../shared/data and a tiny Qwen3 saved with the real Qwen3 tokenizer."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# The hubs cannot be reached from tests: make a stray call fail fast instead of hanging.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _shared_data_dir() -> Path:
+    return Path(os.environ.get("FINSENT_SHARED_DATA", REPO_ROOT.parent / "shared" / "data")).resolve()
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The real data files (set FINSENT_SHARED_DATA to move them)."""
+    path = _shared_data_dir()
+    if not (path / "financial_phrasebank").is_dir():
+        pytest.fail(f"real test data not found at {path}: set FINSENT_SHARED_DATA to the shared/data folder")
+    return path
+
+
+@pytest.fixture(scope="session")
+def phrasebank_allagree(shared_data: Path) -> Path:
+    return shared_data / "financial_phrasebank" / "FinancialPhraseBank-v1.0" / "Sentences_AllAgree.txt"
+
+
+@pytest.fixture(scope="session")
+def qwen3_tokenizer_dir(shared_data: Path) -> Path:
+    return shared_data / "tokenizers" / "qwen3"
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, qwen3_tokenizer_dir: Path) -> Path:
+    """A randomly initialised 2-layer Qwen3 saved with the real Qwen3 tokenizer, loaded later by path."""
+    import torch
+    from transformers import AutoTokenizer, Qwen3Config, Qwen3ForCausalLM
+
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(qwen3_tokenizer_dir)
+    config = Qwen3Config(
+        vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=1, head_dim=8, max_position_embeddings=1024, tie_word_embeddings=True,
+        eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"), pad_token_id=tokenizer.pad_token_id,
+    )
+    model = Qwen3ForCausalLM(config)
+    out = tmp_path_factory.mktemp("tiny-qwen3")
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
