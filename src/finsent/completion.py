@@ -82,14 +82,12 @@ def parse_completion(text: str, labels: tuple[str, ...] = LABELS) -> ParsedCompl
     ``missing``: no label found at all.
     """
     text = strip_think(text)
-    match = _STRICT.match(text)
-    if match and len(_TAG.findall(text)) == 4:
+    match = _STRICT.match(text) if len(_TAG.findall(text)) == 4 else None
+    if match:
         answer = match.group("answer").strip()
         if answer in labels:
             return ParsedCompletion(answer, match.group("reasoning").strip(), "ok")
-        issue = "answer_not_in_labels" if answer.lower() not in labels else "answer_case"
-    elif match:
-        issue = "extra_tags"
+        issue = "answer_case" if answer.lower() in labels else "answer_not_in_labels"
     else:
         issue = _format_issue(text)
     reasoning_match = _REASONING.search(text)
@@ -107,7 +105,7 @@ def _format_issue(text: str) -> str:
         return "no_answer_tag"
     if n_reasoning == 0 or "</reasoning>" not in text:
         return "no_reasoning_tag"
-    if n_answer > 1 or n_reasoning > 1:
+    if n_answer > 1 or n_reasoning > 1 or text.count("</answer>") > 1 or text.count("</reasoning>") > 1:
         return "repeated_tags"
     if text.find("<answer>") < text.find("<reasoning>"):
         return "wrong_order"

@@ -1,0 +1,157 @@
+"""The ``finsent`` command: parse arguments, load the recipe, call one stage function, print a summary.
+
+Heavy libraries (torch, datasets, trl) are imported inside the handlers so ``finsent --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable
+from importlib import resources
+
+from rich.console import Console
+from rich.table import Table
+
+from finsent import __version__
+from finsent.config import RecipeConfig, dump_config, load_config
+from finsent.errors import FinsentError
+
+console = Console()
+
+
+def _add_recipe_args(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
+    parser.add_argument("--config", required=required, metavar="RECIPE",
+                        help="Recipe YAML path or bundled name (finsent ls recipes).")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                        help="Dotted overrides, e.g. data.seed=3 data.teacher.name=openai.")
+
+
+def _cmd_data(args: argparse.Namespace) -> int:
+    from finsent.data import build_dataset
+
+    cfg = load_config(args.config, args.overrides)
+    if args.push:
+        cfg.data.push_to_hub = args.push
+    _print_data_summary(build_dataset(cfg))
+    return 0
+
+
+def _cmd_quickstart(args: argparse.Namespace) -> int:
+    from finsent.data import build_dataset
+
+    overrides = [*args.overrides, *([f"output_dir={args.output_dir}"] if args.output_dir else [])]
+    cfg = load_config("tiny-cpu", overrides)
+    console.print(f"[bold]finsent quickstart[/]: recipe tiny-cpu -> {cfg.output_dir}")
+    _print_data_summary(build_dataset(cfg))
+    return 0
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config, args.overrides)
+    _check_names(cfg)
+    if args.show:
+        console.print(dump_config(cfg), markup=False, highlight=False)
+    console.print(f"[green]ok[/]: {cfg.source_path or args.config} is a valid recipe")
+    return 0
+
+
+def _check_names(cfg: RecipeConfig) -> None:
+    """Fail on registry names a stage would only reject later (after loading data or models)."""
+    from finsent.data.sources import SOURCES
+    from finsent.data.teachers import TEACHERS
+
+    for source in [*cfg.data.sources, *cfg.data.dedup.decontaminate]:
+        if not source.name.startswith("hub:"):
+            SOURCES.get(source.name)
+    TEACHERS.get(cfg.data.teacher.name)
+
+
+def _registries() -> dict[str, Callable[[], object]]:
+    def sources():
+        from finsent.data.sources import SOURCES
+
+        return SOURCES
+
+    def teachers():
+        from finsent.data.teachers import TEACHERS
+
+        return TEACHERS
+
+    return {"sources": sources, "teachers": teachers}
+
+
+def _cmd_ls(args: argparse.Namespace) -> int:
+    table = Table(title=f"finsent {args.what}")
+    table.add_column("name", style="bold")
+    table.add_column("what it is")
+    if args.what == "recipes":
+        for item in sorted((resources.files("finsent") / "recipes").iterdir(), key=lambda p: p.name):
+            if item.name.endswith(".yaml"):
+                first = item.read_text(encoding="utf-8").splitlines()[0].lstrip("# ")
+                table.add_row(item.name.removesuffix(".yaml"), first)
+    else:
+        registry = _registries()[args.what]()
+        for name in registry.names():
+            table.add_row(name, registry.help(name))
+    console.print(table)
+    return 0
+
+
+def _print_data_summary(result) -> None:
+    table = Table(title="finsent data")
+    table.add_column("split")
+    labels = sorted({label for counts in result.report["splits"].values() for label in counts})
+    for label in labels:
+        table.add_column(label, justify="right")
+    table.add_column("total", justify="right")
+    for split, counts in result.report["splits"].items():
+        table.add_row(split, *(f"{counts.get(label, 0):,}" for label in labels), f"{sum(counts.values()):,}")
+    console.print(table)
+    funnel = result.report["funnel"]
+    console.print(" -> ".join(f"{step} {n:,}" for step, n in funnel.items() if n or step == "written"))
+    console.print(f"outputs in [bold]{result.output_dir}[/]: train/validation/test.jsonl, report.json, README.md")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="finsent", description="Train small financial LLMs that explain themselves.")
+    parser.add_argument("--version", action="version", version=f"finsent {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="Debug logging.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    data = commands.add_parser("data", help="Build the chain-of-thought ChatML dataset.")
+    _add_recipe_args(data)
+    data.add_argument("--push", metavar="REPO_ID", help="Upload the dataset to the Hugging Face Hub.")
+    data.set_defaults(handler=_cmd_data)
+
+    quickstart = commands.add_parser("quickstart", help="Run the offline tiny-cpu recipe (no server, hub or GPU).")
+    quickstart.add_argument("--output-dir", help="Run directory (default: runs/tiny-cpu).")
+    quickstart.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="Dotted overrides.")
+    quickstart.set_defaults(handler=_cmd_quickstart)
+
+    validate = commands.add_parser("validate", help="Check a recipe without running it.")
+    _add_recipe_args(validate)
+    validate.add_argument("--show", action="store_true", help="Print the resolved recipe.")
+    validate.set_defaults(handler=_cmd_validate)
+
+    ls = commands.add_parser("ls", help="List what can be named in a recipe.")
+    ls.add_argument("what", choices=["recipes", *_registries()])
+    ls.set_defaults(handler=_cmd_ls)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; return the exit code (2 on a FinsentError, with its message and no traceback)."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s", force=True)
+    try:
+        return args.handler(args)
+    except FinsentError as err:
+        Console(stderr=True).print(f"[red]error:[/] {err}", markup=True, highlight=False)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,23 @@
+"""ChatML rows: the system prompt, the user template around the text, and the teacher's completion."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from finsent.completion import PromptConfig, build_messages
+from finsent.data.sources import Example
+
+
+@dataclass(frozen=True)
+class ReasonedExample(Example):
+    """An example with the validated completion the teacher wrote for it."""
+
+    completion: str = ""
+
+
+def to_chatml(example: ReasonedExample, prompt: PromptConfig) -> dict[str, Any]:
+    """Return the JSONL row for ``example``: ``messages`` plus ``id``, ``label``, ``source`` and ``text``."""
+    messages = [*build_messages(example.text, prompt), {"role": "assistant", "content": example.completion}]
+    return {"id": example.id, "messages": messages, "label": example.label, "source": example.source,
+            "text": example.text}
