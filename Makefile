@@ -1,5 +1,5 @@
 # Set-up pins torch==2.13.0: a bare `torch` pulls a multi-GB CUDA build. pyproject keeps a range for users.
-PYTHON ?= python3.11
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
 

@@ -63,6 +63,9 @@ def render_card(report: dict[str, Any]) -> str:
     if rejections:
         lines += ["", "Rejections by reason:", "", "| reason | count |", "| --- | ---: |"]
         lines += [f"| {reason} | {n:,} |" for reason, n in sorted(rejections.items(), key=lambda kv: -kv[1])]
+    if report["filtered_rows"]:
+        lines += ["", "Rows left out by design (not errors):", "", "| what | count |", "| --- | ---: |"]
+        lines += [f"| {what} | {n:,} |" for what, n in report["filtered_rows"].items()]
     balance = report["balance"]
     if balance["strategy"] != "none":
         lines += ["", f"Balanced by label (`{balance['strategy']}`):", "", "| label | before | after |",

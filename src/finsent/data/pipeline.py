@@ -92,6 +92,7 @@ def build_dataset(cfg: RecipeConfig) -> DataResult:
         "sources": source_reports,
         "skipped_rows": dict(errors.counts),
         "skipped_samples": errors.samples,
+        "filtered_rows": dict(errors.filtered),
         "input_rejections": dict(input_rejections),
         "dedup": {"removed_exact": deduped.removed_exact, "removed_near": deduped.removed_near,
                   "conflicting_labels": deduped.conflicting_labels, "decontaminated": decontaminated,
