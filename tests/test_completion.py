@@ -8,7 +8,11 @@ def test_render_then_parse_roundtrip():
     assert text == "<reasoning>Sales rose 12%, a clear gain.</reasoning><answer>positive</answer>"
     parsed = parse_completion(text)
     assert (parsed.label, parsed.reasoning, parsed.status, parsed.is_format_ok) == (
-        "positive", "Sales rose 12%, a clear gain.", "ok", True)
+        "positive",
+        "Sales rose 12%, a clear gain.",
+        "ok",
+        True,
+    )
 
 
 @pytest.mark.parametrize(
@@ -21,14 +25,26 @@ def test_render_then_parse_roundtrip():
         # wrong case: label recovered, but not format-compliant
         ("<reasoning>a</reasoning><answer>Positive</answer>", "positive", "fallback", "answer_case"),
         # text after </answer>
-        ("<reasoning>a</reasoning><answer>negative</answer> Hope this helps", "negative", "fallback",
-         "text_outside_tags"),
+        (
+            "<reasoning>a</reasoning><answer>negative</answer> Hope this helps",
+            "negative",
+            "fallback",
+            "text_outside_tags",
+        ),
         # two answers: the first valid answer block wins, flagged
-        ("<reasoning>a</reasoning><answer>positive</answer><answer>negative</answer>", "positive", "fallback",
-         "repeated_tags"),
+        (
+            "<reasoning>a</reasoning><answer>positive</answer><answer>negative</answer>",
+            "positive",
+            "fallback",
+            "repeated_tags",
+        ),
         # the answer inside the reasoning
-        ("<reasoning>so <answer>negative</answer></reasoning><answer>negative</answer>", "negative", "fallback",
-         "repeated_tags"),
+        (
+            "<reasoning>so <answer>negative</answer></reasoning><answer>negative</answer>",
+            "negative",
+            "fallback",
+            "repeated_tags",
+        ),
         # the label word alone: last label word in the text
         ("positive", "positive", "fallback", "no_answer_tag"),
         ("It could be positive but overall negative.", "negative", "fallback", "no_answer_tag"),
@@ -61,5 +77,7 @@ def test_strip_think_handles_a_dangling_close_tag():
 def test_build_messages_uses_the_shared_prompt():
     prompt = PromptConfig(system="S", user_template="Headline: {text}")
     assert build_messages("Profit up", prompt) == [
-        {"role": "system", "content": "S"}, {"role": "user", "content": "Headline: Profit up"}]
+        {"role": "system", "content": "S"},
+        {"role": "user", "content": "Headline: Profit up"},
+    ]
     assert set(LABELS) == {"positive", "negative", "neutral"}

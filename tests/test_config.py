@@ -21,14 +21,17 @@ def test_bundled_recipe_loads_and_stage_dirs_default_under_run_dir():
 
 
 def test_issue_shape_is_accepted(tmp_path):
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
 data:
   sources:
     - {name: financial_phrasebank, path: path/to/Sentences_AllAgree.txt}
     - {name: twitter_financial_news, path: path/to/sent_train.csv}
   teacher: {name: lexicon}
   output_dir: runs/x/data
-""")
+""",
+    )
     cfg = load_config(path)
     assert [s.name for s in cfg.data.sources] == ["financial_phrasebank", "twitter_financial_news"]
     assert cfg.data.output_dir == "runs/x/data"

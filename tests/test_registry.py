@@ -26,7 +26,9 @@ def test_unknown_name_lists_known_and_suggests():
     registry: Registry = Registry("reward")
     registry.add("correctness", object())
     registry.add("format", object())
-    with pytest.raises(ConfigError, match=r"unknown reward 'formta'; known: correctness, format. Did you mean 'format'\?"):
+    with pytest.raises(
+        ConfigError, match=r"unknown reward 'formta'; known: correctness, format. Did you mean 'format'\?"
+    ):
         registry.get("formta")
 
 

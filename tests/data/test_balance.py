@@ -19,7 +19,10 @@ def test_targets_per_strategy():
     assert balance_targets(counts, BalanceConfig()) == counts
     assert balance_targets(counts, BalanceConfig(strategy="downsample")) == {k: 10 for k in counts}
     assert balance_targets(counts, BalanceConfig(strategy="targets", targets={"neutral": 20, "negative": 50})) == {
-        "neutral": 20, "positive": 30, "negative": 10}
+        "neutral": 20,
+        "positive": 30,
+        "negative": 10,
+    }
     # ratios 0.5/0.25/0.25: negative (10 rows at 25%) limits the total to 40
     ratios = BalanceConfig(strategy="ratios", ratios={"neutral": 0.5, "positive": 0.25, "negative": 0.25})
     assert balance_targets(counts, ratios) == {"neutral": 20, "positive": 10, "negative": 10}

@@ -39,27 +39,40 @@ def render_card(report: dict[str, Any]) -> str:
     ]
     warnings = []
     if any(src["name"] == "demo" for src in report["sources"]):
-        warnings.append("**Synthetic data.** The `demo` source is templated headlines made up by finsent to exercise "
-                        "the pipeline offline. Do not report results on it.")
+        warnings.append(
+            "**Synthetic data.** The `demo` source is templated headlines made up by finsent to exercise "
+            "the pipeline offline. Do not report results on it."
+        )
     if teacher["name"] == "lexicon":
-        warnings.append("**Baseline reasoning.** The `lexicon` teacher writes rationales from financial cue words and "
-                        "the gold label, without a language model. It teaches the format, not financial judgement.")
+        warnings.append(
+            "**Baseline reasoning.** The `lexicon` teacher writes rationales from financial cue words and "
+            "the gold label, without a language model. It teaches the format, not financial judgement."
+        )
     if warnings:
         lines += [*(f"> {w}\n>" for w in warnings)]
         lines[-1] = lines[-1].removesuffix("\n>")
         lines.append("")
     lines += ["## Sources", "", "| source | path | license | rows read |", "| --- | --- | --- | ---: |"]
-    lines += [f"| {s['name']} | `{s['path'] or '-'}` | {s['license']} | {s['rows_read']:,} |" for s in report["sources"]]
-    lines += ["", "## Splits", "", "| split | " + " | ".join(labels) + " | total |",
-              "| --- |" + " ---: |" * (len(labels) + 1)]
+    lines += [
+        f"| {s['name']} | `{s['path'] or '-'}` | {s['license']} | {s['rows_read']:,} |" for s in report["sources"]
+    ]
+    lines += [
+        "",
+        "## Splits",
+        "",
+        "| split | " + " | ".join(labels) + " | total |",
+        "| --- |" + " ---: |" * (len(labels) + 1),
+    ]
     for split, counts in splits.items():
         cells = " | ".join(f"{counts.get(label, 0):,}" for label in labels)
         lines.append(f"| {split} | {cells} | {sum(counts.values()):,} |")
     lines += ["", "## How it was built", "", "| step | count |", "| --- | ---: |"]
     lines += [f"| {step} | {n:,} |" for step, n in report["funnel"].items()]
-    rejections = {**{f"input: {k}": v for k, v in report["skipped_rows"].items()},
-                  **{f"input: {k}": v for k, v in report["input_rejections"].items()},
-                  **{f"teacher: {k}": v for k, v in teacher["rejections"].items()}}
+    rejections = {
+        **{f"input: {k}": v for k, v in report["skipped_rows"].items()},
+        **{f"input: {k}": v for k, v in report["input_rejections"].items()},
+        **{f"teacher: {k}": v for k, v in teacher["rejections"].items()},
+    }
     if rejections:
         lines += ["", "Rejections by reason:", "", "| reason | count |", "| --- | ---: |"]
         lines += [f"| {reason} | {n:,} |" for reason, n in sorted(rejections.items(), key=lambda kv: -kv[1])]
@@ -68,14 +81,22 @@ def render_card(report: dict[str, Any]) -> str:
         lines += [f"| {what} | {n:,} |" for what, n in report["filtered_rows"].items()]
     balance = report["balance"]
     if balance["strategy"] != "none":
-        lines += ["", f"Balanced by label (`{balance['strategy']}`):", "", "| label | before | after |",
-                  "| --- | ---: | ---: |"]
-        lines += [f"| {label} | {n:,} | {balance['after'].get(label, 0):,} |" for label, n in balance["before"].items()]
+        lines += [
+            "",
+            f"Balanced by label (`{balance['strategy']}`):",
+            "",
+            "| label | before | after |",
+            "| --- | ---: | ---: |",
+        ]
+        lines += [
+            f"| {label} | {n:,} | {balance['after'].get(label, 0):,} |" for label, n in balance["before"].items()
+        ]
     lines += [
         "",
         "## Teacher and prompts",
         "",
-        f"- Teacher: `{teacher['name']}`" + (f" (`{teacher['model']}`)" if teacher.get("model") else "")
+        f"- Teacher: `{teacher['name']}`"
+        + (f" (`{teacher['model']}`)" if teacher.get("model") else "")
         + f", mode `{teacher['mode']}`; {teacher['kept']:,} kept, {teacher['rejected']:,} rejected, "
         f"{teacher['failed']:,} failed after retries.",
         f"- System prompt: {report['prompt']['system']!r}",

@@ -19,5 +19,10 @@ class ReasonedExample(Example):
 def to_chatml(example: ReasonedExample, prompt: PromptConfig) -> dict[str, Any]:
     """Return the JSONL row for ``example``: ``messages`` plus ``id``, ``label``, ``source`` and ``text``."""
     messages = [*build_messages(example.text, prompt), {"role": "assistant", "content": example.completion}]
-    return {"id": example.id, "messages": messages, "label": example.label, "source": example.source,
-            "text": example.text}
+    return {
+        "id": example.id,
+        "messages": messages,
+        "label": example.label,
+        "source": example.source,
+        "text": example.text,
+    }

@@ -12,11 +12,28 @@ from finsent.config import SourceConfig
 from finsent.data.sources import Example, RowErrors, example_id
 
 _COMPANIES = [
-    "Nordic Paper", "Acme Robotics", "Helsinki Telecom", "Baltic Shipping", "Orion Foods", "Vantage Bank",
-    "Summit Energy", "Keystone Retail", "Aurora Pharma", "Granite Mining", "Harbor Logistics", "Pinecrest Media",
+    "Nordic Paper",
+    "Acme Robotics",
+    "Helsinki Telecom",
+    "Baltic Shipping",
+    "Orion Foods",
+    "Vantage Bank",
+    "Summit Energy",
+    "Keystone Retail",
+    "Aurora Pharma",
+    "Granite Mining",
+    "Harbor Logistics",
+    "Pinecrest Media",
 ]
 _METRICS = ["net sales", "operating profit", "revenue", "earnings per share", "order intake", "net income"]
-_PERIODS = ["the first quarter", "the second quarter", "the third quarter", "the fourth quarter", "2025", "the half year"]
+_PERIODS = [
+    "the first quarter",
+    "the second quarter",
+    "the third quarter",
+    "the fourth quarter",
+    "2025",
+    "the half year",
+]
 
 _TEMPLATES = {
     "positive": [
@@ -52,9 +69,15 @@ def generate_demo_examples(num_examples: int, seed: int = 0) -> list[Example]:
     while len(examples) < num_examples:
         label = labels[len(examples) % len(labels)]
         text = rng.choice(_TEMPLATES[label]).format(
-            company=rng.choice(_COMPANIES), metric=rng.choice(_METRICS), period=rng.choice(_PERIODS),
-            pct=rng.randint(2, 45), amount=rng.randint(5, 900), people=rng.randint(20, 4000),
-            day=rng.randint(1, 28), month=rng.choice(_MONTHS), countries=rng.randint(3, 40),
+            company=rng.choice(_COMPANIES),
+            metric=rng.choice(_METRICS),
+            period=rng.choice(_PERIODS),
+            pct=rng.randint(2, 45),
+            amount=rng.randint(5, 900),
+            people=rng.randint(20, 4000),
+            day=rng.randint(1, 28),
+            month=rng.choice(_MONTHS),
+            countries=rng.randint(3, 40),
         )
         if text in seen:
             continue

@@ -49,9 +49,15 @@ def build_dataset(cfg: RecipeConfig) -> DataResult:
     for source in data.sources:
         rows = load_source(source, errors)
         logger.info("read %d rows from %s", len(rows), source.path or source.name)
-        source_reports.append({"name": source.name, "path": source.path, "rows_read": len(rows),
-                               "labels": label_counts(rows),
-                               "license": SOURCE_LICENSES.get(source.name, "unknown: check the source")})
+        source_reports.append(
+            {
+                "name": source.name,
+                "path": source.path,
+                "rows_read": len(rows),
+                "labels": label_counts(rows),
+                "license": SOURCE_LICENSES.get(source.name, "unknown: check the source"),
+            }
+        )
         examples.extend(rows)
 
     input_rejections: Counter[str] = Counter()
@@ -85,7 +91,9 @@ def build_dataset(cfg: RecipeConfig) -> DataResult:
 
     paths = {}
     for name in SPLITS:
-        paths[name] = str(atomic_write_jsonl(out / f"{name}.jsonl", (to_chatml(ex, cfg.prompt) for ex in splits[name])))
+        paths[name] = str(
+            atomic_write_jsonl(out / f"{name}.jsonl", (to_chatml(ex, cfg.prompt) for ex in splits[name]))
+        )
 
     failed = reasoning.counts.get("failed", 0)
     report = {
@@ -94,25 +102,44 @@ def build_dataset(cfg: RecipeConfig) -> DataResult:
         "skipped_samples": errors.samples,
         "filtered_rows": dict(errors.filtered),
         "input_rejections": dict(input_rejections),
-        "dedup": {"removed_exact": deduped.removed_exact, "removed_near": deduped.removed_near,
-                  "conflicting_labels": deduped.conflicting_labels, "decontaminated": decontaminated,
-                  "threshold": data.dedup.threshold if data.dedup.use_near else None},
-        "balance": {"strategy": data.balance.strategy, "before": label_counts(unique), "after": label_counts(balanced),
-                    "upsample_train": data.balance.upsample_train},
-        "teacher": {"name": data.teacher.name, "mode": data.teacher.mode, "model": data.teacher.model,
-                    "kept": reasoning.counts.get("kept", 0), "rejected": reasoning.counts.get("rejected", 0),
-                    "failed": failed, "rejections": dict(reasoning.rejections),
-                    "prompt_tokens": reasoning.prompt_tokens, "completion_tokens": reasoning.completion_tokens,
-                    "seconds": round(reasoning.seconds, 2), "examples_per_s": round(reasoning.examples_per_s, 2)},
+        "dedup": {
+            "removed_exact": deduped.removed_exact,
+            "removed_near": deduped.removed_near,
+            "conflicting_labels": deduped.conflicting_labels,
+            "decontaminated": decontaminated,
+            "threshold": data.dedup.threshold if data.dedup.use_near else None,
+        },
+        "balance": {
+            "strategy": data.balance.strategy,
+            "before": label_counts(unique),
+            "after": label_counts(balanced),
+            "upsample_train": data.balance.upsample_train,
+        },
+        "teacher": {
+            "name": data.teacher.name,
+            "mode": data.teacher.mode,
+            "model": data.teacher.model,
+            "kept": reasoning.counts.get("kept", 0),
+            "rejected": reasoning.counts.get("rejected", 0),
+            "failed": failed,
+            "rejections": dict(reasoning.rejections),
+            "prompt_tokens": reasoning.prompt_tokens,
+            "completion_tokens": reasoning.completion_tokens,
+            "seconds": round(reasoning.seconds, 2),
+            "examples_per_s": round(reasoning.examples_per_s, 2),
+        },
         "prompt": {"system": cfg.prompt.system, "user_template": cfg.prompt.user_template},
-        "funnel": {"rows read": sum(s["rows_read"] for s in source_reports) + sum(errors.counts.values()),
-                   "skipped as bad rows": sum(errors.counts.values()),
-                   "rejected inputs": sum(input_rejections.values()),
-                   "duplicates removed": deduped.removed_exact + deduped.removed_near + deduped.conflicting_labels,
-                   "decontaminated": decontaminated,
-                   "dropped to balance": len(unique) - len(balanced),
-                   "sent to teacher": len(balanced), "kept with reasoning": len(kept),
-                   "written": sum(len(rows) for rows in splits.values())},
+        "funnel": {
+            "rows read": sum(s["rows_read"] for s in source_reports) + sum(errors.counts.values()),
+            "skipped as bad rows": sum(errors.counts.values()),
+            "rejected inputs": sum(input_rejections.values()),
+            "duplicates removed": deduped.removed_exact + deduped.removed_near + deduped.conflicting_labels,
+            "decontaminated": decontaminated,
+            "dropped to balance": len(unique) - len(balanced),
+            "sent to teacher": len(balanced),
+            "kept with reasoning": len(kept),
+            "written": sum(len(rows) for rows in splits.values()),
+        },
         "splits": {name: label_counts(splits[name]) for name in SPLITS},
     }
     paths["report"] = str(atomic_write_json(out / "report.json", report))
@@ -121,8 +148,12 @@ def build_dataset(cfg: RecipeConfig) -> DataResult:
         logger.warning("%d examples failed after retries; run the same command again to retry them", failed)
     if data.push_to_hub:
         push_dataset(out, data.push_to_hub)
-    counts = {"read": report["funnel"]["rows read"], "kept": len(kept), "failed": failed,
-              **{name: len(splits[name]) for name in SPLITS}}
+    counts = {
+        "read": report["funnel"]["rows read"],
+        "kept": len(kept),
+        "failed": failed,
+        **{name: len(splits[name]) for name in SPLITS},
+    }
     result = DataResult(str(out), paths, counts, report)
     atomic_write_json(out / "result.json", {"stage": "data", "paths": paths, "counts": counts})
     return result
@@ -135,6 +166,7 @@ def push_dataset(output_dir: Path, repo_id: str) -> None:
 
     files = {name: str(output_dir / f"{name}.jsonl") for name in SPLITS}
     load_dataset("json", data_files=files).push_to_hub(repo_id)
-    HfApi().upload_file(path_or_fileobj=str(output_dir / "README.md"), path_in_repo="README.md", repo_id=repo_id,
-                        repo_type="dataset")
+    HfApi().upload_file(
+        path_or_fileobj=str(output_dir / "README.md"), path_in_repo="README.md", repo_id=repo_id, repo_type="dataset"
+    )
     logger.info("pushed %s to the hub as %s", output_dir, repo_id)

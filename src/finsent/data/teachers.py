@@ -1,0 +1,352 @@
+"""Teachers write the chain of thought: ``lexicon`` (offline baseline), ``openai`` (any compatible server), ``vllm``.
+
+A teacher takes requests (the chat messages plus the text and, in guided mode, the gold label) and yields
+``(index, TeacherOutput)`` as each reply completes, so the caller can write every result to disk at once.
+``finsent ls teachers`` lists them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import queue
+import random
+import re
+import threading
+from collections.abc import Callable, Generator, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import httpx
+
+from finsent.completion import render_completion, strip_think
+from finsent.config import TeacherConfig
+from finsent.errors import ConfigError
+from finsent.lexicon import find_cues, load_lexicon
+from finsent.registry import Registry
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TeacherRequest:
+    """One example to explain. ``gold_label`` is None in blind mode: the teacher must find the label itself."""
+
+    id: str
+    messages: list[dict[str, str]]
+    text: str
+    gold_label: str | None
+
+
+@dataclass(frozen=True)
+class TeacherOutput:
+    """One reply: ``text`` (``<think>`` blocks removed), or ``error`` when no reply came after all retries."""
+
+    text: str | None
+    error: str | None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    http_attempts: int = 0
+
+
+class Teacher(Protocol):
+    """Writes completions for requests; built from a ``TeacherConfig`` by the factory registered in ``TEACHERS``."""
+
+    def generate(
+        self, requests: Sequence[TeacherRequest], temperature: float
+    ) -> Generator[tuple[int, TeacherOutput], None, None]:
+        """Yield ``(index into requests, output)`` for every request, in the order they complete."""
+        ...
+
+
+TeacherFactory = Callable[[TeacherConfig], Teacher]
+TEACHERS: Registry[TeacherFactory] = Registry("teacher")
+
+
+def load_teacher(cfg: TeacherConfig) -> Teacher:
+    """Return the teacher named by ``cfg.name``; unknown names list the known ones."""
+    if cfg.name not in TEACHERS:
+        raise ConfigError(TEACHERS.unknown_message(cfg.name), field="teacher.name")
+    return TEACHERS.get(cfg.name)(cfg)
+
+
+# --- lexicon ------------------------------------------------------------------------------------------------------
+
+_FIGURE = re.compile(
+    r"(?:EUR|USD|GBP|SEK|NOK|DKK|\$|€|£)\s?\d+(?:,\d{3})*(?:\.\d+)?(?:\s?(?:mn|m|bn|million|billion)\b)?"
+    r"|\d+(?:,\d{3})*(?:\.\d+)?\s?(?:%|percent\b|per cent\b)"
+)
+_POSITIVE_CUES = (
+    "The text uses positive wording: {cues}.",
+    "Favourable cue words stand out: {cues}.",
+    "Positive signals for an investor include {cues}.",
+)
+_NEGATIVE_CUES = (
+    "The text uses negative wording: {cues}.",
+    "Unfavourable cue words stand out: {cues}.",
+    "Negative signals for an investor include {cues}.",
+)
+_NO_CUES = (
+    "None of the lexicon's positive or negative cue words occur in the text.",
+    "The text contains no cue word from the sentiment lexicon.",
+    "No word from the cue list signals a gain or a loss here.",
+)
+_FIGURES = (
+    "It cites {figures}.",
+    "Figures in the text: {figures}.",
+    "The text quotes {figures}.",
+)
+_AGREE = (
+    "Taken together, the sentiment for an investor is {label}.",
+    "On balance the text reads as {label}.",
+    "So the label is {label}.",
+)
+_DISAGREE = (
+    "The cue words alone would suggest {polarity}, so the {label} label rests on context the word list misses.",
+    "A count of cue words points to {polarity}, yet the statement as a whole is {label}.",
+)
+
+
+@TEACHERS.register("lexicon")
+class LexiconTeacher:
+    """Offline baseline, no model: a templated rationale quoting the lexicon's cue words and the text's figures.
+
+    Guided mode ends with the gold label; blind mode answers with the cue words' polarity. The teacher name
+    ``lexicon`` in every record marks the data as baseline reasoning; ``teacher.lexicon`` picks the word lists.
+    """
+
+    def __init__(self, cfg: TeacherConfig) -> None:
+        self.lexicon = load_lexicon(cfg.lexicon)
+        self.seed = cfg.seed
+
+    def generate(
+        self, requests: Sequence[TeacherRequest], temperature: float
+    ) -> Generator[tuple[int, TeacherOutput], None, None]:
+        for index, request in enumerate(requests):
+            # Seeded per request and round, so a resumed run writes the same text and a retry a different one.
+            rng = random.Random(f"{self.seed}:{request.id}:{temperature}")
+            yield index, TeacherOutput(self.explain(request.text, request.gold_label, rng), None)
+
+    def explain(self, text: str, gold_label: str | None, rng: random.Random) -> str:
+        """Return a completion for ``text``: cue words, figures, then ``gold_label`` (or the cue polarity)."""
+        cues = find_cues(text, self.lexicon)
+        sentences = []
+        if cues.positive:
+            sentences.append(rng.choice(_POSITIVE_CUES).format(cues=_quote(cues.positive)))
+        if cues.negative:
+            sentences.append(rng.choice(_NEGATIVE_CUES).format(cues=_quote(cues.negative)))
+        if not cues.positive and not cues.negative:
+            sentences.append(rng.choice(_NO_CUES))
+        figures = list(dict.fromkeys(" ".join(match.split()) for match in _FIGURE.findall(text)))[:3]
+        if figures:
+            sentences.append(rng.choice(_FIGURES).format(figures=_join(figures)))
+        label = gold_label or cues.polarity
+        if label == cues.polarity:
+            sentences.append(rng.choice(_AGREE).format(label=label))
+        else:
+            sentences.append(rng.choice(_DISAGREE).format(polarity=cues.polarity, label=label))
+        return render_completion(" ".join(sentences), label)
+
+
+def _quote(words: Sequence[str]) -> str:
+    return _join([f'"{word}"' for word in dict.fromkeys(words)][:3])
+
+
+def _join(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+# --- openai -------------------------------------------------------------------------------------------------------
+
+# Besides 5xx, the statuses the official openai client retries: request timeout, lock conflict, rate limit.
+_RETRYABLE_STATUS = frozenset({408, 409, 429})
+
+
+@TEACHERS.register("openai")
+class OpenAITeacher:
+    """Any OpenAI-compatible chat-completions server (vLLM serve, llama.cpp, Ollama, OpenAI), async with retries.
+
+    Requests are spread round-robin over ``base_urls``, at most ``max_concurrency`` in flight; 429, 5xx, timeouts,
+    connection errors and unreadable bodies are retried with exponential backoff and full jitter, honouring
+    ``Retry-After`` (seconds) up to ``max_backoff_s``.
+    """
+
+    def __init__(self, cfg: TeacherConfig) -> None:
+        if not cfg.model:
+            raise ConfigError("", field="teacher.model", expected="the model name the server serves", got=cfg.model)
+        self.cfg = cfg
+        api_key = os.environ.get(cfg.api_key_env)
+        self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+    def generate(
+        self, requests: Sequence[TeacherRequest], temperature: float
+    ) -> Generator[tuple[int, TeacherOutput], None, None]:
+        if not requests:
+            return
+        # The event loop runs in a thread feeding a queue, so callers get a plain generator; closing it (or a
+        # KeyboardInterrupt while waiting) cancels the in-flight requests and joins the thread.
+        results: queue.SimpleQueue[tuple[int, TeacherOutput] | Exception] = queue.SimpleQueue()
+        loop = asyncio.new_event_loop()
+        task = loop.create_task(self._generate_all(requests, temperature, results))
+        thread = threading.Thread(target=_run_loop, args=(loop, task), name="finsent-openai-teacher", daemon=True)
+        thread.start()
+        try:
+            for _ in requests:
+                item = results.get()
+                if isinstance(item, Exception):
+                    raise item
+                yield item
+        finally:
+            loop.call_soon_threadsafe(task.cancel)
+            thread.join()
+            loop.close()
+
+    async def _generate_all(
+        self,
+        requests: Sequence[TeacherRequest],
+        temperature: float,
+        results: queue.SimpleQueue[tuple[int, TeacherOutput] | Exception],
+    ) -> None:
+        try:
+            pending = iter(enumerate(requests))
+            urls = itertools.cycle(url.rstrip("/") + "/chat/completions" for url in self.cfg.base_urls)
+            rng = random.Random(self.cfg.seed)
+            workers = min(self.cfg.max_concurrency, len(requests))
+            limits = httpx.Limits(max_connections=workers, max_keepalive_connections=workers)
+            async with httpx.AsyncClient(headers=self.headers, limits=limits, timeout=None) as client:
+
+                async def work() -> None:
+                    for index, request in pending:
+                        payload = self._payload(request, temperature)
+                        results.put((index, await self._complete(client, urls, payload, rng)))
+
+                # A fixed pool of workers (rather than one task per request) bounds memory on large datasets.
+                async with asyncio.TaskGroup() as group:
+                    for _ in range(workers):
+                        group.create_task(work())
+        except Exception as err:  # handed to the consuming thread, which raises it
+            results.put(err)
+
+    def _payload(self, request: TeacherRequest, temperature: float) -> dict[str, Any]:
+        return {
+            "model": self.cfg.model,
+            "messages": request.messages,
+            "temperature": temperature,
+            "top_p": self.cfg.top_p,
+            "max_tokens": self.cfg.max_tokens,
+            "seed": self.cfg.seed,
+        }
+
+    async def _complete(
+        self, client: httpx.AsyncClient, urls: Iterator[str], payload: dict[str, Any], rng: random.Random
+    ) -> TeacherOutput:
+        error = ""
+        for attempt in range(self.cfg.max_retries + 1):
+            url = next(urls)
+            retry_after = None
+            try:
+                async with asyncio.timeout(self.cfg.timeout_s):
+                    response = await client.post(url, json=payload)
+            except TimeoutError:
+                error = "timeout"
+            except httpx.TransportError as err:
+                error = "connection_error"
+                logger.debug("%s: %s", url, err)
+            else:
+                if response.status_code == 200:
+                    try:
+                        return _read_reply(response, attempt + 1)
+                    except (ValueError, LookupError, TypeError, AttributeError):
+                        error = "invalid_body"
+                elif response.status_code in _RETRYABLE_STATUS or response.status_code >= 500:
+                    error = f"http_{response.status_code}"
+                    retry_after = _retry_after_s(response.headers.get("retry-after"))
+                else:
+                    logger.warning("%s: HTTP %d, not retried: %s", url, response.status_code, response.text[:300])
+                    return TeacherOutput(None, f"http_{response.status_code}", http_attempts=attempt + 1)
+            if attempt < self.cfg.max_retries:
+                delay = backoff_s(attempt, retry_after, self.cfg, rng)
+                logger.debug("%s: %s, retry %d in %.2fs", url, error, attempt + 1, delay)
+                await asyncio.sleep(delay)
+        logger.warning("request failed after %d attempts: %s", self.cfg.max_retries + 1, error)
+        return TeacherOutput(None, error, http_attempts=self.cfg.max_retries + 1)
+
+
+def backoff_s(attempt: int, retry_after: float | None, cfg: TeacherConfig, rng: random.Random) -> float:
+    """Return the wait before retry ``attempt + 1``: the server's Retry-After, else full jitter; both capped."""
+    if retry_after is not None:
+        return min(retry_after, cfg.max_backoff_s)
+    return rng.uniform(0, min(cfg.max_backoff_s, cfg.backoff_s * 2**attempt))
+
+
+def _retry_after_s(value: str | None) -> float | None:
+    # Only the delay-seconds form; an HTTP-date falls back to jittered backoff.
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _read_reply(response: httpx.Response, http_attempts: int) -> TeacherOutput:
+    body = response.json()
+    content = body["choices"][0]["message"]["content"] or ""
+    usage = body.get("usage") or {}
+    return TeacherOutput(
+        strip_think(content),
+        None,
+        int(usage.get("prompt_tokens") or 0),
+        int(usage.get("completion_tokens") or 0),
+        http_attempts,
+    )
+
+
+def _run_loop(loop: asyncio.AbstractEventLoop, task: asyncio.Task[None]) -> None:
+    asyncio.set_event_loop(loop)
+    with contextlib.suppress(asyncio.CancelledError):
+        loop.run_until_complete(task)
+    loop.run_until_complete(loop.shutdown_asyncgens())
+
+
+# --- vllm ---------------------------------------------------------------------------------------------------------
+
+
+@TEACHERS.register("vllm")
+class VLLMTeacher:
+    """In-process vLLM (``pip install 'finsent[vllm]'``); sends ``max_concurrency`` requests per batch."""
+
+    def __init__(self, cfg: TeacherConfig) -> None:
+        try:
+            import vllm
+        except ModuleNotFoundError as err:
+            raise ConfigError(
+                "the vllm teacher needs vLLM: pip install 'finsent[vllm]' (or use the openai teacher against "
+                "`vllm serve`)",
+                field="teacher.name",
+            ) from err
+        if not cfg.model:
+            raise ConfigError("", field="teacher.model", expected="a hub id or local model path", got=cfg.model)
+        self.cfg = cfg
+        self.sampling_params = vllm.SamplingParams
+        self.llm = vllm.LLM(
+            model=cfg.model,
+            tensor_parallel_size=cfg.tensor_parallel_size,
+            gpu_memory_utilization=cfg.gpu_memory_utilization,
+            seed=cfg.seed,
+        )
+
+    def generate(
+        self, requests: Sequence[TeacherRequest], temperature: float
+    ) -> Generator[tuple[int, TeacherOutput], None, None]:
+        params = self.sampling_params(temperature=temperature, top_p=self.cfg.top_p, max_tokens=self.cfg.max_tokens)
+        # vLLM returns a batch only when all of it is done: small batches bound what a crash loses.
+        for start in range(0, len(requests), self.cfg.max_concurrency):
+            batch = requests[start : start + self.cfg.max_concurrency]
+            outputs = self.llm.chat([request.messages for request in batch], params, use_tqdm=False)
+            for offset, output in enumerate(outputs):
+                completion = output.outputs[0]
+                prompt_tokens = len(output.prompt_token_ids or ())
+                reply = TeacherOutput(strip_think(completion.text), None, prompt_tokens, len(completion.token_ids), 1)
+                yield start + offset, reply
