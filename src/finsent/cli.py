@@ -134,6 +134,10 @@ def _check_names(cfg: RecipeConfig) -> None:
         if not source.name.startswith("hub:"):
             SOURCES.get(source.name)
     TEACHERS.get(cfg.data.teacher.name)
+    if cfg.eval.models or cfg.eval.baselines:
+        from finsent.eval import check_eval_config, default_test_set
+
+        check_eval_config(cfg.eval, cfg.eval.test_sets or [default_test_set(cfg)], cfg.source_path)
 
 
 def _registries() -> dict[str, Callable[[], object]]:

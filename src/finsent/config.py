@@ -46,7 +46,7 @@ class SourceConfig:
         default=None, metadata={"help": "Raw label -> positive|negative|neutral; unmapped labels are errors."}
     )
     neutral_band: float = field(
-        default=0.1, metadata={"help": "FiQA: scores within +-band are neutral (the published protocol uses 0.1)."}
+        default=0.1, metadata={"help": "FiQA: scores in [-band, band) are neutral (the published protocol uses 0.1)."}
     )
     max_rows: int | None = field(default=None, metadata={"help": "Read at most this many rows (seeded sample)."})
     num_examples: int = field(default=600, metadata={"help": "demo: how many synthetic headlines to write."})
@@ -285,6 +285,9 @@ class EvalSetConfig(SourceConfig):
     )
     test_size: float | None = field(default=None, metadata={"help": "holdout: share of rows held out as test."})
     split_seed: int = field(default=42, metadata={"help": "holdout: seed of the split."})
+    extra_paths: list[str] = field(
+        default_factory=list, metadata={"help": "More files of this source, read after path and cut as one set."}
+    )
     display_name: str | None = field(default=None, metadata={"help": "Name in reports (default: protocol or file)."})
 
     def __post_init__(self) -> None:
@@ -316,7 +319,8 @@ class EvalConfig:
         default_factory=list, metadata={"help": "Baselines to run (finsent ls baselines): majority, lexicon, tfidf."}
     )
     train: SourceConfig | None = field(
-        default=None, metadata={"help": "What trained baselines learn from; test texts found in it are reported."}
+        default=None,
+        metadata={"help": "What trained baselines learn from (default: the rows a test set's protocol leaves out)."},
     )
     test_sets: list[EvalSetConfig] = field(
         default_factory=list, metadata={"help": "Test sets (default: the data stage's test.jsonl)."}
@@ -399,8 +403,104 @@ class PlateauConfig:
         if self.min_delta < 0:
             raise ConfigError("", field="min_delta", expected="a number >= 0", got=self.min_delta)
         if self.metric == "accuracy" and self.accuracy_every_steps == 0:
-            raise ConfigError("metric accuracy needs accuracy checks", field="accuracy_every_steps",
-                              expected="an int >= 1 with metric: accuracy", got=0)
+            raise ConfigError(
+                "metric accuracy needs accuracy checks",
+                field="accuracy_every_steps",
+                expected="an int >= 1 with metric: accuracy",
+                got=0,
+            )
+
+
+@dataclass
+class SFTStageConfig:
+    """SFT warm-up: TRL's SFTTrainer, a LoRA adapter (QLoRA on CUDA), loss on the assistant tokens only."""
+
+    model: str = field(
+        default="Qwen/Qwen3-4B", metadata={"help": "Hub id, local dir, or tiny:qwen3 (a random tiny Qwen3, offline)."}
+    )
+    tokenizer: str | None = field(
+        default=None, metadata={"help": "Tokenizer id or dir (default: the model's; tiny:qwen3 trains a small BPE)."}
+    )
+    trust_remote_code: bool = field(default=False, metadata={"help": "Run code shipped with the model repo."})
+    train_file: str | None = field(default=None, metadata={"help": "ChatML JSONL (default: <data>/train.jsonl)."})
+    eval_file: str | None = field(
+        default=None, metadata={"help": "Used when trainer.eval_strategy is set (default: <data>/validation.jsonl)."}
+    )
+    trainer: dict[str, Any] = field(
+        default_factory=dict, metadata={"help": "Passed verbatim to trl.SFTConfig (learning_rate, packing, ...)."}
+    )
+    lora: dict[str, Any] = field(
+        default_factory=dict, metadata={"help": "Passed verbatim to peft.LoraConfig (r, lora_alpha, ...)."}
+    )
+    quantization: Literal["none", "4bit"] = field(
+        default="none", metadata={"help": "4bit: QLoRA (bitsandbytes NF4, double quant); needs CUDA."}
+    )
+    output_dir: str | None = field(default=None, metadata={"help": "Adapter and logs (default: <output_dir>/sft)."})
+    resume: bool = field(default=False, metadata={"help": "Continue from the last checkpoint (also --resume)."})
+
+    def __post_init__(self) -> None:
+        _check_trainer_keys(self.trainer)
+
+
+@dataclass
+class GRPOStageConfig:
+    """GRPO: TRL's GRPOTrainer from the SFT adapter or a base model, rewards by name, plateau early stopping."""
+
+    model: str | None = field(
+        default=None,
+        metadata={"help": "Adapter dir (trained on), hub id, dir or tiny:qwen3 (default: the SFT output)."},
+    )
+    tokenizer: str | None = field(default=None, metadata={"help": "Tokenizer id or dir (default: the model's)."})
+    trust_remote_code: bool = field(default=False, metadata={"help": "Run code shipped with the model repo."})
+    train_file: str | None = field(
+        default=None, metadata={"help": "Prompts and labels (default: <data>/train.jsonl)."}
+    )
+    eval_file: str | None = field(
+        default=None, metadata={"help": "Held-out rows for accuracy checks (default: <data>/validation.jsonl)."}
+    )
+    rewards: list[str] = field(
+        default_factory=lambda: ["correctness", "format", "reasoning_quality", "consistency"],
+        metadata={"help": "Reward names (finsent ls rewards); weights go in trainer.reward_weights (default equal)."},
+    )
+    trainer: dict[str, Any] = field(
+        default_factory=dict, metadata={"help": "Passed verbatim to trl.GRPOConfig (num_generations, use_vllm, ...)."}
+    )
+    lora: dict[str, Any] = field(
+        default_factory=dict,
+        metadata={"help": "peft.LoraConfig for a new adapter (a base model, not an adapter dir)."},
+    )
+    quantization: Literal["none", "4bit"] = field(
+        default="none", metadata={"help": "4bit: QLoRA (bitsandbytes NF4, double quant); needs CUDA."}
+    )
+    plateau: PlateauConfig = field(default_factory=PlateauConfig, metadata={"help": "Early stopping."})
+    output_dir: str | None = field(default=None, metadata={"help": "Adapter and logs (default: <output_dir>/grpo)."})
+    resume: bool = field(default=False, metadata={"help": "Continue from the last checkpoint (also --resume)."})
+
+    def __post_init__(self) -> None:
+        _check_trainer_keys(self.trainer)
+        if not self.rewards:
+            raise ConfigError("", field="rewards", expected="at least one reward name", got=[])
+        from finsent.rewards import REWARDS
+
+        for i, name in enumerate(self.rewards):
+            if name not in REWARDS:
+                raise ConfigError(REWARDS.unknown_message(name), field=f"rewards.{i}")
+        _check_unique(list(self.rewards), "rewards", None, "each reward once")
+        weights = self.trainer.get("reward_weights")
+        if weights is not None and (not isinstance(weights, list) or len(weights) != len(self.rewards)):
+            raise ConfigError(
+                "one weight per reward, in the order of grpo.rewards",
+                field="trainer.reward_weights",
+                expected=f"a list of {len(self.rewards)} numbers",
+                got=weights,
+            )
+
+
+def _check_trainer_keys(trainer: dict[str, Any]) -> None:
+    # finsent sets these from its own fields, so that a stage's outputs stay under its output_dir.
+    for key, instead in (("output_dir", "output_dir"), ("resume_from_checkpoint", "resume")):
+        if key in trainer:
+            raise ConfigError(f"set the stage's {instead} instead", field=f"trainer.{key}")
 
 
 # --- tracking -----------------------------------------------------------------------------------------------------
@@ -437,6 +537,8 @@ class RecipeConfig:
     prompt: PromptConfig = field(default_factory=PromptConfig, metadata={"help": "The student prompt (all stages)."})
     data: DataConfig = field(default_factory=DataConfig, metadata={"help": "Data stage."})
     eval: EvalConfig = field(default_factory=EvalConfig, metadata={"help": "Evaluation stage."})
+    sft: SFTStageConfig = field(default_factory=SFTStageConfig, metadata={"help": "SFT warm-up stage."})
+    grpo: GRPOStageConfig = field(default_factory=GRPOStageConfig, metadata={"help": "GRPO stage."})
     tracking: TrackingConfig = field(default_factory=TrackingConfig, metadata={"help": "Metrics and plots."})
     source_path: str | None = field(default=None, metadata={"help": "The recipe file this came from (set by loader)."})
 
@@ -445,6 +547,16 @@ class RecipeConfig:
             self.data.output_dir = str(Path(self.output_dir) / "data")
         if self.eval.output_dir is None:
             self.eval.output_dir = str(Path(self.output_dir) / "eval")
+        data_dir = Path(self.data.output_dir)
+        for stage, name in ((self.sft, "sft"), (self.grpo, "grpo")):
+            if stage.output_dir is None:
+                stage.output_dir = str(Path(self.output_dir) / name)
+            if stage.train_file is None:
+                stage.train_file = str(data_dir / "train.jsonl")
+            if stage.eval_file is None:
+                stage.eval_file = str(data_dir / "validation.jsonl")
+        if self.grpo.model is None:
+            self.grpo.model = self.sft.output_dir
         if "{text}" not in self.prompt.user_template:
             raise ConfigError(
                 "",
@@ -489,6 +601,20 @@ def load_config(recipe: str | Path | None = None, overrides: list[str] | None = 
     cfg = build_dataclass(RecipeConfig, tree, (), locations, source)
     cfg.source_path = None if recipe is None else source
     return cfg
+
+
+def locate_key(cfg: RecipeConfig, dotted: str) -> tuple[str | None, int | None]:
+    """Return the recipe file and line that set ``dotted`` (e.g. ``sft.trainer.learning_rate``), for errors found
+    after loading, such as TRL's own validation; the nearest enclosing key's line when the key itself is not there."""
+    if cfg.source_path is None:
+        return None, None
+    locations: dict[KeyPath, Location] = {}
+    try:
+        _read_yaml(Path(cfg.source_path), locations)
+    except ConfigError:
+        return cfg.source_path, None
+    parts = tuple(int(p) if p.isdigit() else p for p in dotted.split("."))
+    return _where(parts, locations, cfg.source_path)
 
 
 def dump_config(cfg: Any) -> str:

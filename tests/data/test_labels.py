@@ -130,8 +130,9 @@ def test_describe_labels_lists_what_is_accepted() -> None:
 @pytest.mark.parametrize(
     ("score", "band", "label"),
     [
-        (0.1, 0.1, "neutral"),
-        (0.1001, 0.1, "positive"),
+        # the band is half-open like FinGPT's FiQA-SA labelling: [-band, band) is neutral
+        (0.1, 0.1, "positive"),
+        (0.0999, 0.1, "neutral"),
         (-0.1, 0.1, "neutral"),
         (-0.1001, 0.1, "negative"),
         (0.0, 0.1, "neutral"),

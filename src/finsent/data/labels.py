@@ -83,8 +83,12 @@ def check_label_map(label_map: Mapping[str, str]) -> None:
 
 
 def fiqa_label(score: float, band: float) -> str:
-    """Return the label of a FiQA sentiment score: above ``band`` positive, below ``-band`` negative, else neutral."""
-    if score > band:
+    """Return the label of a FiQA sentiment score: ``>= band`` positive, ``< -band`` negative, else neutral.
+
+    The half-open band matches how FinGPT labels FiQA-SA, so results stand beside its published numbers;
+    a score of exactly 0 stays neutral when the band is 0.
+    """
+    if score >= band and score > 0:
         return "positive"
     if score < -band:
         return "negative"

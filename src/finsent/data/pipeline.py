@@ -48,7 +48,6 @@ def build_dataset(cfg: RecipeConfig) -> DataResult:
     source_reports = []
     for source in data.sources:
         rows = load_source(source, errors)
-        logger.info("read %d rows from %s", len(rows), source.path or source.name)
         source_reports.append(
             {
                 "name": source.name,

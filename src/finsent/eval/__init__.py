@@ -1,0 +1,328 @@
+"""The evaluation stage: models and baselines on test sets, side by side, with intervals and a report.
+
+Usage: ``finsent eval --config recipes/x.yaml`` or ``evaluate_model(load_config("x"))``.
+Steps: check names -> read test sets and cut them by protocol -> contamination against the train sets ->
+baselines -> models (predictions resume) -> metrics, bootstrap intervals, confusion PNGs -> reports, metrics.json.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import logging
+import random
+import re
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from finsent.completion import LABELS, PromptConfig
+from finsent.config import DedupConfig, EvalConfig, EvalSetConfig, ModelConfig, RecipeConfig, SourceConfig, dump_config
+from finsent.data.sources import Example, RowErrors, load_source
+from finsent.errors import ConfigError
+from finsent.eval.baselines import BASELINES
+from finsent.eval.metrics import Metrics, bootstrap_intervals, classification_metrics
+from finsent.eval.plots import plot_confusion
+from finsent.eval.protocols import PROTOCOLS, EvalSplit, apply_protocol, check_protocol
+from finsent.eval.report import build_blocks, write_reports
+from finsent.io import atomic_write_json, atomic_write_jsonl, atomic_write_text
+from finsent.serve.predict import Prediction, predict_rows
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EvalReport:
+    """Where the evaluation wrote its outputs, and one metrics row per model or baseline and test set."""
+
+    output_dir: str
+    paths: dict[str, str]
+    rows: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Run:
+    """The predictions of one model or baseline on one test set."""
+
+    model: str
+    kind: str  # "model" or "baseline"
+    backend: str | None
+    split: EvalSplit
+    predictions: list[Prediction]
+
+
+def evaluate_model(cfg: RecipeConfig) -> EvalReport:
+    """Run the eval stage of ``cfg`` and return where its outputs are."""
+    ev = cfg.eval
+    out = Path(ev.output_dir)
+    test_sets = ev.test_sets or [default_test_set(cfg)]
+    check_eval_config(ev, test_sets, cfg.source_path)
+    atomic_write_text(out / "config.yaml", dump_config(cfg))
+    errors = RowErrors(ev.on_error)
+
+    splits = [apply_protocol(ts, read_test_set(ts, errors)) for ts in test_sets]
+    train = load_source(ev.train, errors) if ev.train else []
+    reference = [ex.text for source in ev.reference for ex in load_source(source, errors)]
+    dedup = DedupConfig(use_near=True, threshold=ev.near_threshold)
+
+    runs: list[Run] = []
+    contamination: dict[str, dict[str, int]] = {}
+    for ts, split in zip(test_sets, splits, strict=True):
+        train_rows = split.rest if ev.train is None or same_source(ev.train, ts) else train
+        contamination[split.name] = count_contamination(
+            split.test, [*(ex.text for ex in train_rows), *reference], dedup, ev.seed
+        )
+        for name in ev.baselines:
+            runs.append(run_baseline(name, train_rows, split, ev.seed))
+    for model in ev.models:
+        runs.extend(run_model(model, splits, cfg.prompt, out / "predictions"))
+
+    rows = []
+    for run in runs:
+        metrics = classification_metrics([ex.label for ex in run.split.test], [p.label for p in run.predictions])
+        row = metrics_row(run, metrics, ev, contamination[run.split.name])
+        row["confusion_png"] = f"confusion_{_safe(run.model)}_{_safe(run.split.name)}.png"
+        plot_confusion(metrics, out / row["confusion_png"], f"{run.model} on {run.split.name}")
+        rows.append(row)
+    samples = draw_samples(runs, ev.num_samples, ev.seed)
+
+    paths = {"config": str(out / "config.yaml")}
+    paths["samples"] = str(atomic_write_jsonl(out / "samples.jsonl", samples))
+    intro = (
+        f"{len({r['model'] for r in rows})} models and baselines on {len(splits)} test sets. Intervals: "
+        f"{ev.confidence:.0%} percentile bootstrap, {ev.bootstrap_resamples} resamples, seed {ev.seed}. "
+        f"Trained baselines learn from {describe_source(ev.train) if ev.train else 'the test set files'}; from a "
+        "test set's own file, only the rows its protocol leaves out."
+        + (f" Skipped input rows: {dict(errors.counts)}." if errors.counts else "")
+    )
+    blocks = build_blocks(rows, splits, contamination, samples, intro)
+    paths.update(write_reports(out, "finsent evaluation", blocks))
+    paths["metrics"] = str(atomic_write_json(out / "metrics.json", rows))
+    atomic_write_json(
+        out / "result.json",
+        {
+            "stage": "eval",
+            "paths": paths,
+            "rows": [
+                {k: row[k] for k in ("model", "test_set", "accuracy", "macro_f1", "weighted_f1")} for row in rows
+            ],
+        },
+    )
+    return EvalReport(str(out), paths, rows)
+
+
+def default_test_set(cfg: RecipeConfig) -> EvalSetConfig:
+    """The data stage's test.jsonl: what a recipe evaluates when it names no test set."""
+    return EvalSetConfig(name="jsonl", path=str(Path(cfg.data.output_dir) / "test.jsonl"), display_name="data_test")
+
+
+def check_eval_config(ev: EvalConfig, test_sets: list[EvalSetConfig], recipe: str | None = None) -> None:
+    """Fail on names and combinations the stage would only reject after loading data or models."""
+    from finsent.data.sources import SOURCES
+    from finsent.serve.backends import BACKENDS
+
+    if not ev.models and not ev.baselines:
+        raise ConfigError(
+            "nothing to evaluate", path=recipe, field="eval.models", expected="models or baselines", got=[]
+        )
+    for i, ts in enumerate(test_sets):
+        try:
+            check_protocol(ts, f"eval.test_sets.{i}")
+        except ConfigError as err:
+            raise ConfigError(err.message, path=recipe, field=err.field, expected=err.expected, got=err.got) from err
+    for source in [*test_sets, *([ev.train] if ev.train else []), *ev.reference]:
+        if not source.name.startswith("hub:") and source.name not in SOURCES:
+            raise ConfigError(SOURCES.unknown_message(source.name), path=recipe, field="eval: source name")
+    for i, model in enumerate(ev.models):
+        if model.backend not in BACKENDS:
+            raise ConfigError(BACKENDS.unknown_message(model.backend), path=recipe, field=f"eval.models.{i}.backend")
+    for i, name in enumerate(ev.baselines):
+        if name not in BASELINES:
+            raise ConfigError(BASELINES.unknown_message(name), path=recipe, field=f"eval.baselines.{i}")
+        unsplit = [ts.display_name for ts in test_sets if not splits_rows(ts)]
+        if BASELINES.get(name).uses_train and ev.train is None and unsplit:
+            raise ConfigError(
+                f"baseline {name} learns from a train source, and the protocol of {unsplit[0]} leaves no rows over",
+                path=recipe,
+                field="eval.train",
+                expected="a source such as {name: twitter_financial_news, path: sent_train.csv}",
+                got=None,
+            )
+
+
+def splits_rows(ts: EvalSetConfig) -> bool:
+    """Whether the test set's protocol leaves rows of its file over (for baselines to train on)."""
+    return ts.protocol == "holdout" or PROTOCOLS.get(ts.protocol).test_size is not None
+
+
+def read_test_set(ts: EvalSetConfig, errors: RowErrors) -> list[Example]:
+    """Return the rows of ``path`` then of each of ``extra_paths`` (FiQA-SA: headlines then posts), in file order."""
+    return [ex for path in [ts.path, *ts.extra_paths] for ex in load_source(replace(ts, path=path), errors)]
+
+
+def same_source(a: SourceConfig, b: SourceConfig) -> bool:
+    """Whether two configs read the same rows (then a baseline trains on the rows the protocol left out)."""
+    return (a.name, a.path, a.subset, a.split) == (b.name, b.path, b.subset, b.split)
+
+
+def describe_source(source: SourceConfig) -> str:
+    return f"{source.name} ({source.path})" if source.path else source.name
+
+
+def count_contamination(test: list[Example], reference: list[str], dedup: DedupConfig, seed: int) -> dict[str, int]:
+    """Return how many test texts occur in the reference (training) texts, exactly or as near duplicates."""
+    if not reference:
+        return {"exact": 0, "near": 0, "reference_texts": 0}
+    from finsent.data.dedup import find_overlap
+
+    overlap = find_overlap([ex.text for ex in test], reference, dedup, seed)
+    return {"exact": len(overlap.exact), "near": len(overlap.near), "reference_texts": len(reference)}
+
+
+def run_baseline(name: str, train: list[Example], split: EvalSplit, seed: int) -> Run:
+    """Fit baseline ``name`` on ``train`` and label the test rows."""
+    baseline = BASELINES.get(name)(seed)
+    if baseline.uses_train:
+        if not train:  # only when eval.train names the test set's own file under a protocol that uses it whole
+            raise ConfigError(
+                f"baseline {name} has no rows to learn from for {split.name}: the train source is the test set itself",
+                field="eval.train",
+                expected="another source, or protocol holdout",
+            )
+        baseline.fit([ex.text for ex in train], [ex.label for ex in train])
+    start = time.perf_counter()
+    guesses = baseline.predict([ex.text for ex in split.test])
+    wall_ms = (time.perf_counter() - start) * 1000 / len(split.test)
+    predictions = [
+        Prediction(ex.id, ex.text, guess.label, guess.reasoning, "", "ok", None, wall_ms, 0, wall_ms)
+        for ex, guess in zip(split.test, guesses, strict=True)
+    ]
+    logger.info("%s on %s: fitted on %d rows", name, split.name, len(train))
+    return Run(name, "baseline", None, split, predictions)
+
+
+def run_model(model: ModelConfig, splits: list[EvalSplit], prompt: PromptConfig, predictions_dir: Path) -> list[Run]:
+    """Load ``model`` once and predict every test set; predictions resume from ``predictions_dir``."""
+    from finsent.serve.backends import load_backend
+
+    backend = load_backend(model)
+    key = hashlib.sha256((dump_config(model) + dump_config(prompt)).encode()).hexdigest()[:8]
+    runs = []
+    for split in splits:
+        # The file name carries a hash of the model settings and prompt, so changed settings never reuse old rows.
+        path = predictions_dir / f"{_safe(model.name)}__{_safe(split.name)}__{key}.jsonl"
+        result = predict_rows(
+            backend,
+            [(ex.id, ex.text) for ex in split.test],
+            path,
+            prompt,
+            batch_size=model.batch_size,
+            desc=f"{model.name} on {split.name}",
+        )
+        runs.append(Run(model.name, "model", model.backend, split, result.predictions))
+    del backend
+    gc.collect()  # free the weights (and GPU memory) before the next model loads
+    return runs
+
+
+def metrics_row(run: Run, metrics: Metrics, ev: EvalConfig, contamination: dict[str, int]) -> dict[str, Any]:
+    """Return the metrics.json row of one run."""
+    gold = [ex.label for ex in run.split.test]
+    pred = [p.label for p in run.predictions]
+    intervals = bootstrap_intervals(
+        gold, pred, LABELS, n_resamples=ev.bootstrap_resamples, confidence=ev.confidence, seed=ev.seed
+    )
+    row: dict[str, Any] = {
+        "model": run.model,
+        "kind": run.kind,
+        "backend": run.backend,
+        "test_set": run.split.name,
+        "protocol": run.split.protocol,
+        "n": metrics.n,
+        "accuracy": _round(metrics.accuracy),
+        "accuracy_ci": [_round(v) for v in intervals["accuracy"]],
+        "macro_f1": _round(metrics.macro_f1),
+        "macro_f1_ci": [_round(v) for v in intervals["macro_f1"]],
+        "weighted_f1": _round(metrics.weighted_f1),
+        "ci_level": ev.confidence,
+        "per_label": {
+            label: {k: _round(v) if isinstance(v, float) else v for k, v in asdict(scores).items()}
+            for label, scores in metrics.per_label.items()
+        },
+        "confusion": {
+            "gold": list(metrics.labels),
+            "predicted": [*metrics.labels, "no_answer"],
+            "counts": metrics.confusion,
+        },
+        "format_compliance": None,
+        "parse_failures": None,
+        "parse_status": None,
+        "parse_issues": None,
+        "latency_ms_p50": None,
+        "latency_ms_p95": None,
+        "tokens_per_s": None,
+        "mean_reasoning_words": None,
+        "contamination": contamination,
+        "anchors": [asdict(anchor) for anchor in run.split.anchors],
+        "note": run.split.note,
+    }
+    if run.kind == "model":
+        status = Counter(p.status for p in run.predictions)
+        latencies = [p.latency_ms for p in run.predictions]
+        wall_s = sum(p.wall_ms for p in run.predictions) / 1000
+        tokens = sum(p.completion_tokens for p in run.predictions)
+        row.update(
+            {
+                # A fallback parse can still be right, but it is never counted as following the format.
+                "format_compliance": _round(status["ok"] / len(run.predictions)),
+                "parse_failures": len(run.predictions) - status["ok"],
+                "parse_status": {s: status[s] for s in ("ok", "fallback", "missing")},
+                "parse_issues": dict(Counter(p.issue for p in run.predictions if p.issue).most_common()),
+                "latency_ms_p50": _round(float(np.percentile(latencies, 50)), 1),
+                "latency_ms_p95": _round(float(np.percentile(latencies, 95)), 1),
+                "tokens_per_s": _round(tokens / wall_s, 1) if wall_s > 0 else None,
+                "mean_reasoning_words": _round(float(np.mean([len(p.reasoning.split()) for p in run.predictions])), 1),
+            }
+        )
+    return row
+
+
+def draw_samples(runs: list[Run], num_samples: int, seed: int) -> list[dict[str, Any]]:
+    """Return up to ``num_samples`` right and as many wrong answers per run, drawn with a seeded generator."""
+    rng = random.Random(seed)
+    samples = []
+    for run in runs:
+        right = [
+            i for i, (ex, p) in enumerate(zip(run.split.test, run.predictions, strict=True)) if ex.label == p.label
+        ]
+        wrong = sorted(set(range(len(run.predictions))) - set(right))
+        for is_correct, pool in ((True, right), (False, wrong)):
+            for i in sorted(rng.sample(pool, min(num_samples, len(pool)))):
+                ex, p = run.split.test[i], run.predictions[i]
+                samples.append(
+                    {
+                        "model": run.model,
+                        "test_set": run.split.name,
+                        "id": ex.id,
+                        "text": ex.text,
+                        "gold": ex.label,
+                        "predicted": p.label,
+                        "is_correct": is_correct,
+                        "reasoning": p.reasoning,
+                        "raw": p.raw,
+                        "status": p.status,
+                    }
+                )
+    return samples
+
+
+def _round(value: float | None, digits: int = 4) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "x"

@@ -1,0 +1,121 @@
+"""Baselines that need no GPU and set the floor a model must beat; trained and run on the same splits as models.
+
+``majority`` predicts the most frequent training label, ``lexicon`` counts Loughran-McDonald positive and
+negative words, ``tfidf`` is TF-IDF word 1-2 grams with logistic regression trained on the train source.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from finsent.registry import Registry
+
+
+@dataclass(frozen=True)
+class Guess:
+    """A baseline's label and a one-line reason (the cue words or terms behind it)."""
+
+    label: str
+    reasoning: str
+
+
+class Baseline(Protocol):
+    """Learns from labeled texts (or ignores them) and labels new texts."""
+
+    uses_train: bool
+
+    def fit(self, texts: Sequence[str], labels: Sequence[str]) -> None: ...
+
+    def predict(self, texts: Sequence[str]) -> list[Guess]: ...
+
+
+BASELINES: Registry[Callable[[int], Baseline]] = Registry("baseline")
+
+
+@BASELINES.register("majority")
+class MajorityBaseline:
+    """The most frequent label of the train source, for every text."""
+
+    uses_train = True
+
+    def __init__(self, seed: int) -> None:
+        self.label: str | None = None
+
+    def fit(self, texts: Sequence[str], labels: Sequence[str]) -> None:
+        # Ties go to the label seen first, so the choice does not depend on hashing.
+        self.label = Counter(labels).most_common(1)[0][0]
+
+    def predict(self, texts: Sequence[str]) -> list[Guess]:
+        if self.label is None:
+            raise RuntimeError("fit the majority baseline before predicting")
+        return [Guess(self.label, "the most frequent label in the training data")] * len(texts)
+
+
+@BASELINES.register("lexicon")
+class LexiconBaseline:
+    """Loughran-McDonald word counts: more positive words is positive, more negative is negative, else neutral."""
+
+    uses_train = False
+
+    def __init__(self, seed: int) -> None:
+        from finsent.lexicon import load_lexicon
+
+        self.lexicon = load_lexicon("loughran_mcdonald")
+
+    def fit(self, texts: Sequence[str], labels: Sequence[str]) -> None:
+        """Nothing to learn: the word lists are fixed."""
+
+    def predict(self, texts: Sequence[str]) -> list[Guess]:
+        from finsent.lexicon import find_cues
+
+        guesses = []
+        for text in texts:
+            cues = find_cues(text, self.lexicon)
+            reason = (
+                f"positive words: {', '.join(cues.positive) or 'none'}; "
+                f"negative words: {', '.join(cues.negative) or 'none'}"
+            )
+            guesses.append(Guess(cues.polarity, reason))
+        return guesses
+
+
+@BASELINES.register("tfidf")
+class TfidfBaseline:
+    """TF-IDF word 1-2 grams and class-balanced logistic regression, trained on the train source."""
+
+    uses_train = True
+
+    def __init__(self, seed: int) -> None:
+        from sklearn.feature_extraction.text import TfidfVectorizer
+        from sklearn.linear_model import LogisticRegression
+
+        self.vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=2)
+        # Balanced class weights: the sets are mostly neutral and the report leads with macro-F1. No other tuning.
+        self.classifier = LogisticRegression(max_iter=2000, class_weight="balanced", random_state=seed)
+
+    def fit(self, texts: Sequence[str], labels: Sequence[str]) -> None:
+        self.classifier.fit(self.vectorizer.fit_transform(texts), labels)
+
+    def predict(self, texts: Sequence[str]) -> list[Guess]:
+        features = self.vectorizer.transform(texts)
+        labels = self.classifier.predict(features)
+        terms = self.vectorizer.get_feature_names_out()
+        classes = list(self.classifier.classes_)
+        # With more than two classes each class has its own weights; a binary model has one row for classes_[1].
+        weights = (
+            self.classifier.coef_
+            if len(classes) > 2
+            else np.vstack([-self.classifier.coef_[0], self.classifier.coef_[0]])
+        )
+        guesses = []
+        for i, label in enumerate(labels):
+            row = features.getrow(i)
+            contribution = row.data * weights[classes.index(label)][row.indices]
+            top = [terms[row.indices[j]] for j in np.argsort(-contribution)[:3] if contribution[j] > 0]
+            guesses.append(Guess(str(label), f"terms for {label}: {', '.join(top) or 'none'}"))
+        return guesses

@@ -1,0 +1,121 @@
+"""Classification metrics (scikit-learn) and seeded bootstrap intervals.
+
+Averages run over the labels that occur in the gold labels or the predictions, as scikit-learn does by default
+and as the published FinGPT and FinBERT numbers were computed; a label that occurs in neither is reported with
+support 0 and no scores. An unparsable answer (``None``) counts as wrong and as a miss for its gold label.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+
+from finsent.completion import LABELS
+
+NO_ANSWER = "no_answer"
+_CHUNK = 100  # bootstrap resamples per vectorised step: bounds memory at 100 x n indices
+
+
+@dataclass(frozen=True)
+class LabelScores:
+    """Precision, recall and F1 of one label; ``None`` when the label occurs neither in gold nor in predictions."""
+
+    precision: float | None
+    recall: float | None
+    f1: float | None
+    support: int
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """Scores of one model on one test set; ``confusion`` rows are gold labels, columns predictions + no_answer."""
+
+    n: int
+    accuracy: float
+    macro_f1: float
+    weighted_f1: float
+    per_label: dict[str, LabelScores]
+    labels: tuple[str, ...]
+    confusion: list[list[int]]
+
+
+def classification_metrics(
+    y_true: Sequence[str], y_pred: Sequence[str | None], labels: Sequence[str] = LABELS
+) -> Metrics:
+    """Return accuracy, macro/weighted F1, per-label scores and the confusion matrix."""
+    gold, pred = _check(y_true, y_pred, labels)
+    present = [label for label in labels if label in set(gold) | set(pred)]
+    precision, recall, f1, support = precision_recall_fscore_support(gold, pred, labels=present, zero_division=0.0)
+    per_label = {label: LabelScores(None, None, None, 0) for label in labels}
+    for i, label in enumerate(present):
+        per_label[label] = LabelScores(float(precision[i]), float(recall[i]), float(f1[i]), int(support[i]))
+    matrix = confusion_matrix(gold, pred, labels=[*labels, NO_ANSWER])[: len(labels)]
+    return Metrics(
+        n=len(gold),
+        accuracy=float(accuracy_score(gold, pred)),
+        macro_f1=float(f1_score(gold, pred, labels=present, average="macro", zero_division=0.0)),
+        weighted_f1=float(f1_score(gold, pred, labels=present, average="weighted", zero_division=0.0)),
+        per_label=per_label,
+        labels=tuple(labels),
+        confusion=matrix.tolist(),
+    )
+
+
+def bootstrap_intervals(
+    y_true: Sequence[str],
+    y_pred: Sequence[str | None],
+    labels: Sequence[str] = LABELS,
+    *,
+    n_resamples: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> dict[str, tuple[float, float]]:
+    """Return percentile bootstrap intervals of accuracy and macro-F1 (``np.random.default_rng(seed)``)."""
+    gold, pred = _check(y_true, y_pred, labels)
+    index = {label: i for i, label in enumerate([*labels, NO_ANSWER])}
+    gold_codes = np.array([index[g] for g in gold])
+    pred_codes = np.array([index[p] for p in pred])
+    rng = np.random.default_rng(seed)
+    accuracy, macro_f1 = [], []
+    for start in range(0, n_resamples, _CHUNK):
+        rows = rng.integers(0, len(gold), size=(min(_CHUNK, n_resamples - start), len(gold)))
+        counts = resampled_confusion(gold_codes[rows], pred_codes[rows], len(index))
+        scores = scores_from_confusion(counts)
+        accuracy.append(scores["accuracy"])
+        macro_f1.append(scores["macro_f1"])
+    tail = (1 - confidence) / 2
+    return {
+        name: tuple(float(q) for q in np.quantile(np.concatenate(values), [tail, 1 - tail]))
+        for name, values in (("accuracy", accuracy), ("macro_f1", macro_f1))
+    }
+
+
+def resampled_confusion(gold_codes: np.ndarray, pred_codes: np.ndarray, k: int) -> np.ndarray:
+    """Return (resamples x k x k) confusion counts for (resamples x n) arrays of label codes."""
+    offsets = np.arange(len(gold_codes))[:, None] * k * k
+    flat = (gold_codes * k + pred_codes + offsets).ravel()
+    return np.bincount(flat, minlength=len(gold_codes) * k * k).reshape(-1, k, k)
+
+
+def scores_from_confusion(counts: np.ndarray) -> dict[str, np.ndarray]:
+    """Return accuracy and macro-F1 per confusion matrix; the last column (no_answer) is never a label."""
+    tp = np.diagonal(counts, axis1=1, axis2=2)[:, :-1]
+    gold = counts[:, :-1, :].sum(axis=2)
+    pred = counts[:, :, :-1].sum(axis=1)
+    present = (gold + pred) > 0
+    f1 = np.divide(2 * tp, gold + pred, out=np.zeros(tp.shape), where=present)
+    n = counts.sum(axis=(1, 2))
+    return {"accuracy": tp.sum(axis=1) / n, "macro_f1": f1.sum(axis=1) / present.sum(axis=1)}
+
+
+def _check(y_true: Sequence[str], y_pred: Sequence[str | None], labels: Sequence[str]) -> tuple[list[str], list[str]]:
+    if len(y_true) != len(y_pred) or not y_true:
+        raise ValueError(f"need as many predictions as gold labels, at least one: got {len(y_true)} and {len(y_pred)}")
+    unknown = sorted(set(y_true) - set(labels))
+    if unknown:
+        raise ValueError(f"gold labels {unknown} are not in {list(labels)}")
+    pred = [p if p in labels else NO_ANSWER for p in y_pred]
+    return list(y_true), pred

@@ -1,0 +1,38 @@
+"""Confusion-matrix pictures (PNG, matplotlib's Agg backend)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from finsent.eval.metrics import NO_ANSWER, Metrics
+
+
+def plot_confusion(metrics: Metrics, path: str | Path, title: str) -> Path:
+    """Save the confusion matrix as a PNG: counts in the cells, colour by share of the gold row."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    counts = np.array(metrics.confusion)
+    shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    columns = [*metrics.labels, NO_ANSWER.replace("_", " ")]
+    fig, ax = plt.subplots(figsize=(5.2, 4.2), dpi=100)
+    image = ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    for (i, j), count in np.ndenumerate(counts):
+        ax.text(j, i, f"{count}", ha="center", va="center", color="white" if shares[i, j] > 0.6 else "black")
+    ax.set_xticks(range(len(columns)), columns)
+    ax.set_yticks(range(len(metrics.labels)), metrics.labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("gold")
+    ax.set_title(
+        f"{title}\naccuracy {metrics.accuracy:.3f}, macro-F1 {metrics.macro_f1:.3f}, n={metrics.n}", fontsize=9
+    )
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of gold row")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png")
+    plt.close(fig)
+    return path

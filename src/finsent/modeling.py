@@ -1,0 +1,114 @@
+"""The one place that loads models and tokenizers: a hub id, a local dir, or a LoRA adapter dir (through PEFT).
+
+Every stage loads through here, so a tiny model saved to a temporary dir takes the same path a hub id does.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from finsent.errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+Dtype = Literal["auto", "float32", "bfloat16", "float16"]
+
+_ADAPTER_CONFIG = "adapter_config.json"
+
+
+def adapter_base(path_or_id: str) -> str | None:
+    """Return the base model a local LoRA adapter dir was trained on, or None when it is not an adapter dir."""
+    config = Path(path_or_id) / _ADAPTER_CONFIG
+    if not config.is_file():
+        return None
+    try:
+        return json.loads(config.read_text(encoding="utf-8"))["base_model_name_or_path"]
+    except (OSError, ValueError, KeyError) as err:
+        raise ConfigError(
+            "cannot read the adapter's base model",
+            path=config,
+            field="base_model_name_or_path",
+            expected="the base model's hub id or path",
+        ) from err
+
+
+def resolve_device(device: str = "auto") -> str:
+    """Return ``device``, or for ``auto`` CUDA when there is one and the CPU otherwise."""
+    import torch
+
+    return ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+
+
+def resolve_dtype(dtype: Dtype, device: str) -> torch.dtype:
+    """Return the torch dtype; ``auto`` is bfloat16 on CUDA and float32 elsewhere (CPU half precision is slow)."""
+    import torch
+
+    if dtype == "auto":
+        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+    return getattr(torch, dtype)
+
+
+def load_tokenizer(
+    path_or_id: str, *, padding_side: Literal["left", "right"] = "left", trust_remote_code: bool = False
+) -> PreTrainedTokenizerBase:
+    """Return the tokenizer of a model, hub id or local dir; an adapter dir without one falls back to its base."""
+    from transformers import AutoTokenizer
+
+    source = path_or_id
+    base = adapter_base(path_or_id)
+    if base is not None and not (Path(path_or_id) / "tokenizer_config.json").is_file():
+        source = base
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"cannot load a tokenizer from {source!r} ({err})") from err
+    tokenizer.padding_side = padding_side
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(
+    path_or_id: str,
+    *,
+    adapter: str | None = None,
+    dtype: Dtype = "auto",
+    device: str = "auto",
+    trust_remote_code: bool = False,
+) -> PreTrainedModel:
+    """Return a causal LM in eval mode on ``device``; an adapter dir as ``path_or_id`` loads its base first.
+
+    Args:
+        adapter: a LoRA adapter dir or hub id applied on top with PEFT (not merged).
+    """
+    from transformers import AutoModelForCausalLM
+
+    base = adapter_base(path_or_id)
+    if base is not None:
+        if adapter is not None:
+            raise ConfigError(
+                f"{path_or_id} is itself an adapter; give its base as the model",
+                field="adapter",
+                expected="null",
+                got=adapter,
+            )
+        path_or_id, adapter = base, path_or_id
+    device = resolve_device(device)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            path_or_id, dtype=resolve_dtype(dtype, device), trust_remote_code=trust_remote_code
+        )
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"cannot load a model from {path_or_id!r} ({err})") from err
+    if adapter is not None:
+        from peft import PeftModel
+
+        try:
+            model = PeftModel.from_pretrained(model, adapter)
+        except (OSError, ValueError) as err:
+            raise ConfigError(f"cannot load the LoRA adapter {adapter!r} ({err})") from err
+    return model.to(device).eval()

@@ -1,0 +1,187 @@
+"""Predictions over texts and files: the student prompt in, the parsed label and reasoning out.
+
+``predict_file`` streams a CSV or JSONL file to JSONL in batches with a progress bar, appending one line per row
+keyed by its id, so a rerun after a crash skips what is done. Evaluation predicts through the same function.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from finsent.completion import ParseStatus, PromptConfig, build_messages, parse_completion
+from finsent.errors import DataError
+from finsent.io import atomic_write_text
+from finsent.serve.backends import Backend
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One row of a predictions file: the parsed answer, the raw reply and what it cost."""
+
+    id: str
+    text: str
+    label: str | None
+    reasoning: str
+    raw: str
+    status: ParseStatus
+    issue: str | None
+    latency_ms: float
+    completion_tokens: int
+    wall_ms: float  # this row's share of its batch's wall-clock time: sums to the time spent generating
+
+
+@dataclass(frozen=True)
+class PredictResult:
+    """Where predictions went and how many were made now or found from an earlier run."""
+
+    output_path: str
+    predictions: list[Prediction]
+    num_new: int
+    num_resumed: int
+
+
+def predict_texts(backend: Backend, texts: Sequence[str], prompt: PromptConfig) -> list[Prediction]:
+    """Return a prediction for each text, in one backend call (ids are positions)."""
+    start = time.perf_counter()
+    completions = backend.complete([build_messages(text, prompt) for text in texts])
+    wall_ms = (time.perf_counter() - start) * 1000 / max(len(texts), 1)
+    predictions = []
+    for i, (text, completion) in enumerate(zip(texts, completions, strict=True)):
+        parsed = parse_completion(completion.text)
+        predictions.append(
+            Prediction(
+                str(i),
+                text,
+                parsed.label,
+                parsed.reasoning,
+                completion.text,
+                parsed.status,
+                parsed.issue,
+                round(completion.latency_ms, 3),
+                completion.completion_tokens,
+                round(wall_ms, 3),
+            )
+        )
+    return predictions
+
+
+def predict_rows(
+    backend: Backend,
+    rows: Sequence[tuple[str, str]],
+    output_path: str | Path,
+    prompt: PromptConfig,
+    *,
+    batch_size: int,
+    desc: str = "predict",
+) -> PredictResult:
+    """Predict ``(id, text)`` rows into ``output_path`` (JSONL), skipping ids it already holds; return all rows."""
+    output_path = Path(output_path)
+    done = read_predictions(output_path)
+    todo = [(row_id, text) for row_id, text in rows if row_id not in done]
+    if done:
+        logger.info(
+            "%s: %d of %d rows already predicted, %d to go", output_path, len(rows) - len(todo), len(rows), len(todo)
+        )
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(output_path, "a", encoding="utf-8") as handle, tqdm(total=len(todo), desc=desc, unit="row") as bar:
+        for start in range(0, len(todo), batch_size):
+            batch = todo[start : start + batch_size]
+            for (row_id, _), prediction in zip(
+                batch, predict_texts(backend, [t for _, t in batch], prompt), strict=True
+            ):
+                done[row_id] = Prediction(**{**asdict(prediction), "id": row_id})
+                handle.write(json.dumps(asdict(done[row_id]), ensure_ascii=False) + "\n")
+            handle.flush()
+            bar.update(len(batch))
+    return PredictResult(str(output_path), [done[row_id] for row_id, _ in rows], len(todo), len(rows) - len(todo))
+
+
+def read_predictions(path: Path) -> dict[str, Prediction]:
+    """Return the predictions already in ``path`` by id; a last line cut by a crash is dropped from the file."""
+    if not path.is_file():
+        return {}
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    done: dict[str, Prediction] = {}
+    for number, line in enumerate(lines, start=1):
+        try:
+            row = Prediction(**json.loads(line))
+        except (ValueError, TypeError) as err:
+            if number == len(lines):
+                logger.warning("%s:%d: dropping a line cut short by an earlier crash", path, number)
+                atomic_write_text(path, "".join(lines[:-1]))
+                break
+            raise DataError(f"not a prediction row ({err})", path=path, line=number) from err
+        if not line.endswith("\n"):  # valid JSON but the newline was lost: complete the line before appending
+            atomic_write_text(path, "".join(lines) + "\n")
+        done[row.id] = row
+    return done
+
+
+def read_inputs(path: str | Path, text_column: str = "text", id_column: str = "id") -> list[tuple[str, str]]:
+    """Return ``(id, text)`` rows of a CSV or JSONL file; rows without an id column are numbered from 1."""
+    path = Path(path)
+    if path.suffix not in (".csv", ".jsonl"):
+        raise DataError("", path=path, expected="a .csv or .jsonl file", got=path.suffix)
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as handle:
+            if path.suffix == ".csv":
+                reader = csv.DictReader(handle)
+                records = [(reader.line_num, row) for row in reader]
+            else:
+                records = [(n, _json_object(line, path, n)) for n, line in enumerate(handle, start=1) if line.strip()]
+    except (OSError, UnicodeDecodeError) as err:
+        raise DataError(f"cannot read ({err})", path=path) from err
+    rows: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    for index, (line, record) in enumerate(records, start=1):
+        text = record.get(text_column)
+        if not isinstance(text, str) or not text.strip():
+            raise DataError(
+                "",
+                path=path,
+                line=line,
+                field=text_column,
+                expected=f"non-empty text (columns: {', '.join(map(str, record))})",
+                got=text,
+            )
+        row_id = str(record[id_column]) if record.get(id_column) not in (None, "") else str(index)
+        if row_id in seen:
+            raise DataError("duplicate id", path=path, line=line, field=id_column, expected="unique ids", got=row_id)
+        seen.add(row_id)
+        rows.append((row_id, text))
+    return rows
+
+
+def predict_file(
+    backend: Backend,
+    input_path: str | Path,
+    output_path: str | Path,
+    prompt: PromptConfig,
+    *,
+    batch_size: int,
+    text_column: str = "text",
+    id_column: str = "id",
+) -> PredictResult:
+    """Predict every row of a CSV or JSONL file into ``output_path``, resuming where an earlier run stopped."""
+    rows = read_inputs(input_path, text_column, id_column)
+    return predict_rows(backend, rows, output_path, prompt, batch_size=batch_size, desc=Path(input_path).name)
+
+
+def _json_object(line: str, path: Path, number: int) -> dict:
+    try:
+        record = json.loads(line)
+    except ValueError as err:
+        raise DataError(f"invalid JSON ({err})", path=path, line=number) from err
+    if not isinstance(record, dict):
+        raise DataError("", path=path, line=number, expected="a JSON object", got=record)
+    return record
