@@ -166,6 +166,8 @@ class DedupConfig:
     def __post_init__(self) -> None:
         if not 0 < self.threshold <= 1:
             raise ConfigError("", field="threshold", expected="a float in (0, 1]", got=self.threshold)
+        if self.num_perm < 16:
+            raise ConfigError("", field="num_perm", expected="an int >= 16", got=self.num_perm)
 
 
 @dataclass
