@@ -64,3 +64,15 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, qwen3_tokenizer_dir
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
+
+
+@pytest.fixture(scope="session")
+def phrasebank_data_dir(tmp_path_factory: pytest.TempPathFactory, phrasebank_allagree: Path) -> Path:
+    """The data stage's output (train/validation/test.jsonl) from 300 rows of the real PhraseBank AllAgree file."""
+    from finsent.config import load_config
+    from finsent.data import build_dataset
+
+    out = tmp_path_factory.mktemp("phrasebank-run")
+    source = f"{{name: financial_phrasebank, path: '{phrasebank_allagree}', max_rows: 300}}"
+    cfg = load_config(None, [f"output_dir={out}", f"data.sources=[{source}]"])
+    return Path(build_dataset(cfg).output_dir)

@@ -19,7 +19,8 @@ from finsent import __version__
 from finsent.config import RecipeConfig, dump_config, load_config
 from finsent.errors import FinsentError
 
-console = Console()
+# Rich falls back to 80 columns when piped, which folds the summary tables; logs and CI read better wider.
+console = Console(width=None if sys.stdout.isatty() else 140)
 
 
 def _add_recipe_args(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
@@ -80,6 +81,37 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config, args.overrides)
+    if args.command == "sft":
+        from finsent.sft import train_sft as train
+
+        cfg.sft.resume = cfg.sft.resume or args.resume
+    else:
+        from finsent.grpo import train_grpo as train
+
+        cfg.grpo.resume = cfg.grpo.resume or args.resume
+    result = train(cfg)
+    from accelerate import PartialState
+
+    if not PartialState().is_main_process:  # launched with accelerate or torchrun: one summary, not one per rank
+        return 0
+    table = Table(title=f"finsent {args.command}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key in ("train_loss", "train_runtime", "train_steps_per_second", "epoch"):
+        if key in result.metrics:
+            table.add_row(key, f"{result.metrics[key]:.4g}")
+    console.print(table)
+    if result.resumed_from:
+        console.print(f"resumed from {result.resumed_from}")
+    if result.best_checkpoint:
+        console.print(f"best checkpoint: [bold]{result.best_checkpoint}[/]")
+    extra = ", plateau.json" if args.command == "grpo" else ""
+    console.print(f"adapter in [bold]{result.adapter_dir}[/]: config.yaml, metrics.jsonl, plots/{extra}, result.json")
+    return 0
+
+
 def _cmd_predict(args: argparse.Namespace) -> int:
     from finsent.config import ModelConfig
     from finsent.serve.backends import load_backend
@@ -113,6 +145,76 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         f"{len(result.predictions):,} rows ({result.num_new:,} new, {result.num_resumed:,} from an earlier "
         f"run), format ok {ok:,}: [bold]{result.output_path}[/]"
     )
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from finsent.export import export_model
+    from finsent.export.compare import format_size
+
+    cfg = load_config(args.config, args.overrides)
+    if args.model:
+        cfg.export.model = args.model
+    if args.push:
+        cfg.export.push_to_hub = args.push
+    result = export_model(cfg)
+    if result.gate:
+        gate = result.gate
+        console.print(
+            f"reload gate: max logit diff {gate['max_abs_diff']:.3g} <= {gate['tolerance']:.3g} "
+            f"(adapter effect {gate['adapter_effect']:.3g}), format {gate['merged_compliance']:.0%} both ways"
+        )
+    if result.comparison:
+        table = Table(title="finsent export: size against quality")
+        for column in ("artifact", "backend", "size", "load s", "tokens/s", "accuracy", "macro-F1", "format"):
+            table.add_column(column, justify="left" if column in ("artifact", "backend") else "right")
+        for row in result.comparison:
+            table.add_row(
+                row["artifact"],
+                row["backend"],
+                format_size(row["size_bytes"]),
+                f"{row['load_s']:.2f}",
+                "–" if row["tokens_per_s"] is None else f"{row['tokens_per_s']:.1f}",
+                f"{row['accuracy']:.3f}",
+                f"{row['macro_f1']:.3f}",
+                f"{row['format_compliance']:.1%}",
+            )
+        console.print(table)
+    console.print(f"merged model in [bold]{result.merged_dir}[/]")
+    for kind, path in result.gguf.items():
+        console.print(f"GGUF {kind}: {path}")
+    if result.modelfile:
+        console.print(f"Ollama: ollama create {cfg.export.name} -f {result.modelfile}")
+    if result.pushed_to:
+        console.print(f"uploaded to [bold]{result.pushed_to}[/]")
+    console.print(
+        f"outputs in [bold]{result.output_dir}[/]: README.md (model card), comparison.md/json/png, result.json"
+    )
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from finsent.config import ModelConfig
+    from finsent.serve.app import create_app, run_server
+    from finsent.serve.backends import load_backend
+
+    cfg = load_config(args.config, args.overrides)
+    serve = cfg.serve
+    if args.model:
+        serve.model = ModelConfig(
+            path=args.model, backend=args.backend, base_url=args.base_url, max_new_tokens=args.max_new_tokens
+        )
+    if serve.model is None:
+        raise FinsentError("give --model (a model or adapter dir, a GGUF with --backend llamacpp) or set serve.model")
+    for name in ("host", "port", "api_key_env"):
+        if getattr(args, name) is not None:
+            setattr(serve, name, getattr(args, name))
+    app = create_app(load_backend(serve.model), serve, cfg.prompt, model_name=str(serve.model.name))
+    console.print(
+        f"serving [bold]{serve.model.name}[/] ({serve.model.backend}) on http://{serve.host}:{serve.port} "
+        f"(API docs at /docs{', API key from $' + serve.api_key_env if serve.api_key_env else ''})"
+    )
+    run_server(app, serve)
     return 0
 
 
@@ -244,6 +346,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_recipe_args(evaluate)
     evaluate.set_defaults(handler=_cmd_eval)
 
+    for name, help_text in (
+        ("sft", "SFT warm-up: TRL SFTTrainer with a LoRA (QLoRA on CUDA) adapter."),
+        ("grpo", "GRPO from the SFT adapter with the rewards, early stopping on a reward plateau."),
+    ):
+        train = commands.add_parser(name, help=help_text)
+        _add_recipe_args(train)
+        train.add_argument("--resume", action="store_true", help="Continue from the last checkpoint.")
+        train.set_defaults(handler=_cmd_train)
+
     predict = commands.add_parser("predict", help="Label a text, or stream a CSV/JSONL file to JSONL (resumable).")
     predict.add_argument("text", nargs="?", help="The text to label.")
     predict.add_argument("--model", required=True, help="Hub id or dir, GGUF file (llamacpp), or served model name.")
@@ -257,6 +368,25 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--max-new-tokens", type=int, default=256, help="Longest completion in tokens.")
     predict.add_argument("--config", metavar="RECIPE", help="Recipe whose prompt to use (default: the built-in one).")
     predict.set_defaults(handler=_cmd_predict)
+
+    export = commands.add_parser("export", help="Merge, gate, GGUF + Ollama export, size/quality comparison.")
+    _add_recipe_args(export, required=False)
+    export.add_argument("--model", help="Adapter dir (merged) or model dir to export (default: the GRPO output).")
+    export.add_argument(
+        "--push", metavar="REPO_ID", help="Upload model, GGUFs and model card to the Hugging Face Hub."
+    )
+    export.set_defaults(handler=_cmd_export)
+
+    serve = commands.add_parser("serve", help="HTTP service: /v1/sentiment, /v1/chat/completions, a web page.")
+    _add_recipe_args(serve, required=False)
+    serve.add_argument("--model", help="Model or adapter dir, GGUF file (llamacpp), or served model name (openai).")
+    serve.add_argument("--backend", default="transformers", help="transformers, llamacpp or openai.")
+    serve.add_argument("--host", help="Interface to listen on (default 127.0.0.1).")
+    serve.add_argument("--port", type=int, help="TCP port (default 8000).")
+    serve.add_argument("--api-key-env", metavar="VAR", help="Require the API key held in this environment variable.")
+    serve.add_argument("--max-new-tokens", type=int, default=256, help="Longest completion in tokens.")
+    serve.add_argument("--base-url", default="http://127.0.0.1:8000/v1", help="openai: the upstream /v1 URL.")
+    serve.set_defaults(handler=_cmd_serve)
 
     ls = commands.add_parser("ls", help="List what can be named in a recipe.")
     ls.add_argument("what", choices=["recipes", *_registries()])

@@ -94,7 +94,7 @@ PROTOCOLS.add(
         anchors=(Anchor("FinGPT v3.3", "weighted_f1", 0.874, _FINGPT),),
         is_row_exact=False,
     ),
-    help="FiQA-SA headlines and posts, scores within +-0.1 neutral, seeded 22.6% test split (seed 42).",
+    help="FiQA-SA headlines and posts, scores in [-0.1, 0.1) neutral, seeded 22.6% test split (seed 42).",
 )
 PROTOCOLS.add(
     "tfns_validation",

@@ -1,0 +1,311 @@
+"""What the SFT and GRPO stages share: TRL/PEFT configs built from the recipe, loading a model to train (LoRA or
+QLoRA), the offline tiny Qwen3, resuming, forwarding the Trainer's logs to the tracker, and the stage result."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from accelerate import PartialState
+from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+
+from finsent.completion import LABELS
+from finsent.config import RecipeConfig, TrackingConfig, locate_key
+from finsent.errors import ConfigError, DataError
+from finsent.io import atomic_write_json
+from finsent.modeling import adapter_base, load_model, load_tokenizer
+from finsent.tracking import Tracker, numeric_metrics, trainer_report_to
+
+if TYPE_CHECKING:
+    from peft import LoraConfig
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+logger = logging.getLogger(__name__)
+
+TINY_PREFIX = "tiny:"
+CONTRACT_TAGS = ("<reasoning>", "</reasoning>", "<answer>", "</answer>")
+# The test suite's tiny Qwen3 (STYLE.md): small enough to train on two CPU cores in seconds.
+TINY_QWEN3 = {
+    "hidden_size": 16,
+    "intermediate_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "num_key_value_heads": 1,
+    "head_dim": 8,
+    "max_position_embeddings": 4096,
+    "tie_word_embeddings": True,  # as Qwen3-4B: saving and merging must keep tied weights
+}
+# ChatML, as Qwen3 renders it without thinking, for the in-process tokenizer of the offline tiny model.
+CHATML_TEMPLATE = (
+    "{%- for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+    "{%- endfor %}{%- if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{%- endif %}"
+)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """Where a training stage wrote its adapter, its final metrics, and the checkpoints that matter."""
+
+    output_dir: str
+    adapter_dir: str
+    metrics: dict[str, float]
+    resumed_from: str | None
+    best_checkpoint: str | None = None
+
+
+def trainer_config(
+    cls: type, values: Mapping[str, Any], defaults: Mapping[str, Any], cfg: RecipeConfig, section: str
+) -> Any:
+    """Return ``cls(**defaults, **values)`` (``trl.SFTConfig`` or ``trl.GRPOConfig``); its own errors become a
+    ``ConfigError`` at the recipe line of the offending key."""
+    try:
+        return cls(**{**defaults, **values})
+    except (TypeError, ValueError) as err:
+        raise _library_error(err, values, cfg, section) from err
+
+
+def lora_config(values: Mapping[str, Any], cfg: RecipeConfig, section: str) -> LoraConfig:
+    """Return ``peft.LoraConfig(task_type="CAUSAL_LM", **values)``; its errors carry the recipe line."""
+    from peft import LoraConfig
+
+    try:
+        return LoraConfig(**{"task_type": "CAUSAL_LM", **values})
+    except (TypeError, ValueError) as err:
+        raise _library_error(err, values, cfg, section) from err
+
+
+def _library_error(err: Exception, values: Mapping[str, Any], cfg: RecipeConfig, section: str) -> ConfigError:
+    message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    unexpected = re.search(r"unexpected keyword argument '(\w+)'", message)
+    named = [key for key in values if re.search(rf"\b{re.escape(key)}\b", str(err))]
+    key = unexpected.group(1) if unexpected else (named[0] if named else None)
+    dotted = f"{section}.{key}" if key else section
+    path, line = locate_key(cfg, dotted)
+    if unexpected:
+        message = f"unknown key for {section.rsplit('.', 1)[-1]} ({message})"
+    return ConfigError(message, path=path, line=line, field=dotted)
+
+
+def new_lora_config(model: str, values: Mapping[str, Any], cfg: RecipeConfig, section: str) -> LoraConfig | None:
+    """Return the LoRA config for a base model, or None for an adapter dir, which is trained on as it is."""
+    if adapter_base(model) is None:
+        return lora_config(values, cfg, section)
+    if values:
+        path, line = locate_key(cfg, section)
+        raise ConfigError(
+            "the model is an adapter dir, trained on as it is: drop this section or give a base model",
+            path=path,
+            line=line,
+            field=section,
+        )
+    return None
+
+
+def check_quantization(quantization: Literal["none", "4bit"], section: str, cfg: RecipeConfig) -> None:
+    """Fail before any model loads when QLoRA is asked for without CUDA or without bitsandbytes."""
+    if quantization == "none":
+        return
+    import importlib.util
+
+    import torch
+
+    path, line = locate_key(cfg, f"{section}.quantization")
+    if not torch.cuda.is_available():
+        raise ConfigError(
+            "4-bit QLoRA needs a CUDA GPU and none is visible",
+            path=path,
+            line=line,
+            field=f"{section}.quantization",
+            expected="none on a machine without CUDA",
+            got=quantization,
+        )
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise ConfigError(
+            "4-bit QLoRA needs bitsandbytes: pip install bitsandbytes",
+            path=path,
+            line=line,
+            field=f"{section}.quantization",
+        )
+
+
+def training_device() -> str:
+    """Return where to load a model to train: this process's device, or the CPU when DeepSpeed or FSDP place it."""
+    state = PartialState()
+    if state.distributed_type.name in ("DEEPSPEED", "FSDP"):
+        return "cpu"
+    return str(state.device)
+
+
+def load_training_model(path: str, quantization: Literal["none", "4bit"], trust_remote_code: bool) -> PreTrainedModel:
+    """Return the model to train: a base model (bf16 on CUDA, 4-bit NF4 for QLoRA), or a base with a local
+    adapter dir loaded trainable, so GRPO continues the SFT adapter."""
+    base = adapter_base(path) or path
+    if quantization == "4bit":
+        import torch
+        from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+        bnb = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16,
+        )
+        model = AutoModelForCausalLM.from_pretrained(
+            base,
+            quantization_config=bnb,
+            dtype=torch.bfloat16,
+            trust_remote_code=trust_remote_code,
+            device_map={"": PartialState().local_process_index},
+        )
+    else:
+        model = load_model(base, device=training_device(), trust_remote_code=trust_remote_code)
+    if base != path:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, path, is_trainable=True)
+    return model.train()
+
+
+def resolve_model(model: str, tokenizer: str | None, train_file: str, output_dir: str | Path) -> tuple[str, str]:
+    """Return the model and tokenizer sources; ``tiny:qwen3`` is built once under ``output_dir/tiny-qwen3``."""
+    if not model.startswith(TINY_PREFIX):
+        return model, tokenizer or model
+    kind = model.removeprefix(TINY_PREFIX)
+    if kind != "qwen3":
+        raise ConfigError(f"unknown tiny model {model!r}", field="model", expected="tiny:qwen3", got=model)
+    target = Path(output_dir) / "tiny-qwen3"
+    state = PartialState()
+    with state.main_process_first():
+        if state.is_main_process and not (target / "config.json").is_file():
+            tok = load_tokenizer(tokenizer) if tokenizer else train_chatml_tokenizer(chat_texts(train_file))
+            build_tiny_qwen3(tok, target)
+    return str(target), str(target)
+
+
+def build_tiny_qwen3(tokenizer: PreTrainedTokenizerBase, output_dir: str | Path, seed: int = 0) -> Path:
+    """Save a randomly initialised tiny Qwen3 (``TINY_QWEN3``) with ``tokenizer`` to ``output_dir``."""
+    import torch
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    torch.manual_seed(seed)
+    eos = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    config = Qwen3Config(
+        vocab_size=len(tokenizer),
+        eos_token_id=eos,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=None,
+        **TINY_QWEN3,
+    )
+    model = Qwen3ForCausalLM(config)
+    model.generation_config.eos_token_id = eos
+    output_dir = Path(output_dir)
+    model.save_pretrained(output_dir)
+    tokenizer.save_pretrained(output_dir)
+    return output_dir
+
+
+def train_chatml_tokenizer(texts: Iterable[str], vocab_size: int = 2048) -> PreTrainedTokenizerBase:
+    """Return a byte-level BPE trained on ``texts`` with ChatML special tokens and template, built offline (the way
+    nanochat trains its test tokenizer), for the tiny model when no Qwen3 tokenizer is at hand."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=specials,
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    bpe.train_from_iterator(texts, trainer)
+    # The contract's tags and labels as single tokens, so a tiny model learns the format in a few hundred steps.
+    bpe.add_tokens([AddedToken(t, normalized=False) for t in (*CONTRACT_TAGS, *LABELS)])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>", chat_template=CHATML_TEMPLATE
+    )
+
+
+def chat_texts(train_file: str) -> list[str]:
+    """Return every message and input text of a ChatML JSONL file (what the in-process tokenizer learns from)."""
+    texts = []
+    for row in read_jsonl(train_file):
+        texts.extend(str(m.get("content", "")) for m in row.get("messages", []))
+        texts.append(str(row.get("text", "")))
+    return texts
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """Return the rows of a JSONL file; a missing file or a bad line is a ``DataError`` naming path and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError("file not found (run `finsent data` first, or set the stage's train_file)", path=path)
+    rows = []
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as err:
+                    raise DataError(f"invalid JSON ({err.msg})", path=path, line=number) from err
+    if not rows:
+        raise DataError("no rows", path=path, expected="at least one JSON line")
+    return rows
+
+
+def last_checkpoint(output_dir: str | Path, resume: bool) -> str | None:
+    """Return the checkpoint to resume from; without ``resume``, an earlier run's checkpoints are an error."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    found = get_last_checkpoint(str(output_dir)) if Path(output_dir).is_dir() else None
+    if found is not None and not resume:
+        raise ConfigError(
+            f"{output_dir} holds checkpoints of an earlier run ({Path(found).name}): pass --resume to "
+            "continue it, or choose another output_dir"
+        )
+    if resume and found is None:
+        logger.warning("--resume: no checkpoint in %s, starting from scratch", output_dir)
+    return found
+
+
+def tracking_defaults(tracking: TrackingConfig) -> dict[str, Any]:
+    """Return the TrainingArguments a recipe's tracking section implies (the trainer dict may override them)."""
+    defaults: dict[str, Any] = {"report_to": trainer_report_to(tracking), "project": tracking.project}
+    if tracking.run_name:
+        defaults["run_name"] = tracking.run_name
+    return defaults
+
+
+class TrackerCallback(TrainerCallback):
+    """Forwards the Trainer's logs (loss, learning rate, grad norm, tokens/s, rewards) to a finsent tracker."""
+
+    def __init__(self, tracker: Tracker) -> None:
+        self.tracker = tracker
+
+    def on_log(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        logs: dict[str, float] | None = None,
+        **kwargs: Any,
+    ) -> TrainerControl:
+        if state.is_world_process_zero and logs:
+            self.tracker.log(numeric_metrics(logs), state.global_step)
+        return control
+
+
+def write_result(output_dir: str | Path, result: TrainResult, started: float) -> None:
+    """Write ``result.json`` last, so a stage that crashed never looks finished."""
+    atomic_write_json(
+        Path(output_dir) / "result.json", {**asdict(result), "seconds": round(time.perf_counter() - started, 1)}
+    )

@@ -1,0 +1,173 @@
+"""SFT on the tiny Qwen3 (real Qwen3 tokenizer) over the data stage's output from the real PhraseBank file."""
+
+import json
+
+import pytest
+import torch
+import trl
+from safetensors.torch import load_file
+from transformers import TrainerCallback
+
+from finsent.config import load_config
+from finsent.errors import ConfigError, DataError
+from finsent.modeling import load_model, load_tokenizer
+from finsent.sft import train_sft
+
+TRAINER = (
+    "{max_steps: 4, per_device_train_batch_size: 2, learning_rate: 0.01, max_length: 256, packing: true, "
+    "save_steps: 2, logging_steps: 1, bf16: false, seed: 0}"
+)
+LORA = "{r: 4, lora_alpha: 8, lora_dropout: 0.0, target_modules: all-linear}"
+
+
+def sft_config(out, data_dir, model_dir, *extra):
+    return load_config(
+        None,
+        [
+            f"output_dir={out}",
+            f"data.output_dir={data_dir}",
+            f"sft.model={model_dir}",
+            f"sft.trainer={TRAINER}",
+            f"sft.lora={LORA}",
+            *extra,
+        ],
+    )
+
+
+class Killed(Exception):
+    pass
+
+
+class KillAt(TrainerCallback):
+    """Stands in for a kill: raises as step ``step + 1`` begins, after checkpoint-``step`` is on disk."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        if state.global_step >= self.step:
+            raise Killed
+
+
+@pytest.fixture
+def recorded(monkeypatch):
+    """Wraps the real SFTTrainer to keep it and the adapter's initial values, and to kill a run on request."""
+    trainers, kill_at = [], []
+
+    class RecordingSFTTrainer(trl.SFTTrainer):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.initial = {n: p.detach().clone() for n, p in self.model.named_parameters() if p.requires_grad}
+            if kill_at:
+                self.add_callback(KillAt(kill_at.pop()))
+            trainers.append(self)
+
+    monkeypatch.setattr(trl, "SFTTrainer", RecordingSFTTrainer)
+    return trainers, kill_at
+
+
+@pytest.mark.slow
+def test_sft_trains_every_lora_parameter_keeps_weights_and_resumes_after_a_kill(
+    tmp_path, phrasebank_data_dir, tiny_model_dir, recorded
+):
+    trainers, kill_at = recorded
+    result = train_sft(sft_config(tmp_path / "a", phrasebank_data_dir, tiny_model_dir))
+    trainer = trainers[-1]
+    assert trainer.initial and all("lora_" in name for name in trainer.initial)
+    unchanged = [
+        n
+        for n, p in trainer.model.named_parameters()
+        if n in trainer.initial and torch.equal(p.detach(), trainer.initial[n])
+    ]
+    assert not unchanged, f"LoRA parameters that did not change: {unchanged}"
+
+    out = tmp_path / "a" / "sft"
+    assert result.adapter_dir == str(out) and result.metrics["train_loss"] > 0
+    for name in ("adapter_model.safetensors", "adapter_config.json", "tokenizer.json", "config.yaml", "result.json"):
+        assert (out / name).is_file(), name
+    logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert {"loss", "learning_rate", "grad_norm", "train_tokens_per_second"} <= set(logged[0])
+    assert (out / "plots" / "loss.png").read_bytes()[:4] == b"\x89PNG"
+
+    # Saving, reloading and merging keep the trained weights, with Qwen3's tied embeddings still tied.
+    tokenizer = load_tokenizer(str(out))
+    inputs = tokenizer(["Operating profit rose to EUR 13.1 mn."], return_tensors="pt")
+    trained = trainer.model.eval()
+    with torch.no_grad():
+        expected = trained(**inputs).logits
+        reloaded = load_model(str(out), device="cpu")
+        assert torch.allclose(reloaded(**inputs).logits, expected, atol=1e-5)
+        merged = reloaded.merge_and_unload()
+        merged.save_pretrained(tmp_path / "merged")
+        merged = load_model(str(tmp_path / "merged"), device="cpu")
+        assert merged.lm_head.weight.data_ptr() == merged.model.embed_tokens.weight.data_ptr()
+        assert torch.allclose(merged(**inputs).logits, expected, atol=1e-4)
+        base = load_model(str(tiny_model_dir), device="cpu")
+        assert not torch.allclose(base(**inputs).logits, expected, atol=1e-4)
+
+    # Killed after checkpoint-2, resumed: the same adapter as the run left alone.
+    kill_at.append(2)
+    cfg_b = sft_config(tmp_path / "b", phrasebank_data_dir, tiny_model_dir)
+    with pytest.raises(Killed):
+        train_sft(cfg_b)
+    out_b = tmp_path / "b" / "sft"
+    assert (out_b / "checkpoint-2").is_dir() and not (out_b / "result.json").exists()
+    with pytest.raises(ConfigError, match="--resume"):
+        train_sft(cfg_b)
+    cfg_b.sft.resume = True
+    resumed = train_sft(cfg_b)
+    assert resumed.resumed_from.endswith("checkpoint-2")
+    left_alone, after_kill = (
+        load_file(out / "adapter_model.safetensors"),
+        load_file(out_b / "adapter_model.safetensors"),
+    )
+    assert left_alone.keys() == after_kill.keys()
+    for name, tensor in left_alone.items():
+        assert torch.allclose(tensor, after_kill[name], atol=1e-6), name
+
+
+def write_recipe(tmp_path, body):
+    path = tmp_path / "recipe.yaml"
+    path.write_text(f"output_dir: {tmp_path / 'run'}\n{body}")
+    return path
+
+
+def test_trl_validation_errors_carry_the_recipe_line(tmp_path):
+    recipe = write_recipe(tmp_path, "sft:\n  trainer:\n    max_steps: 2\n    learnin_rate: 0.1\n")
+    with pytest.raises(ConfigError) as err:
+        train_sft(load_config(recipe))
+    assert f"{recipe}:5: sft.trainer.learnin_rate: unknown key" in str(err.value)
+
+
+def test_lora_validation_errors_carry_the_recipe_line(tmp_path):
+    recipe = write_recipe(tmp_path, "sft:\n  trainer: {bf16: false}\n  lora:\n    r: 4\n    lora_alfa: 8\n")
+    with pytest.raises(ConfigError) as err:
+        train_sft(load_config(recipe))
+    assert f"{recipe}:6: sft.lora.lora_alfa" in str(err.value)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
+def test_qlora_without_cuda_fails_before_any_model_loads(tmp_path):
+    recipe = write_recipe(tmp_path, "sft:\n  model: /nonexistent/model\n  quantization: 4bit\n")
+    with pytest.raises(ConfigError) as err:
+        train_sft(load_config(recipe))
+    assert f"{recipe}:4: sft.quantization" in str(err.value) and "CUDA" in str(err.value)
+
+
+def test_trainer_output_dir_is_the_stages(tmp_path):
+    recipe = write_recipe(tmp_path, "sft:\n  trainer: {output_dir: elsewhere}\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(recipe)
+    assert f"{recipe}:3: sft.trainer.output_dir" in str(err.value)
+
+
+def test_missing_train_file_says_to_run_the_data_stage(tmp_path):
+    with pytest.raises(DataError, match="finsent data"):
+        train_sft(load_config(None, [f"output_dir={tmp_path}", "sft.trainer={bf16: false}"]))
+
+
+def test_earlier_checkpoints_need_resume(tmp_path, phrasebank_data_dir):
+    cfg = sft_config(tmp_path, phrasebank_data_dir, "/nonexistent/model")
+    (tmp_path / "sft" / "checkpoint-3").mkdir(parents=True)
+    with pytest.raises(ConfigError, match="pass --resume"):
+        train_sft(cfg)
