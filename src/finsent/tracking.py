@@ -133,11 +133,11 @@ def plot_metrics(series: Mapping[str, Sequence[tuple[int, float]]], plots_dir: s
     from matplotlib.figure import Figure
 
     plots_dir = Path(plots_dir)
-    plots_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for key, points in series.items():
         if len(points) < 2:  # a one-off summary value (runtime, final loss) is no curve
             continue
+        plots_dir.mkdir(parents=True, exist_ok=True)
         fig = Figure(figsize=(6, 3.5))
         FigureCanvasAgg(fig)
         ax = fig.add_subplot()

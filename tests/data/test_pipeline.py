@@ -47,6 +47,13 @@ def test_demo_recipe_writes_valid_chatml_splits(tmp_path):
     assert sum(sum(c.values()) for c in report["splits"].values()) == len(all_rows)
     card = (out / "README.md").read_text()
     assert "Synthetic data" in card and "Baseline reasoning" in card
+    assert "data_summary.png" in card and (out / "data_summary.png").stat().st_size > 10_000
+    # the local tracker received the stage's figures
+    [logged] = read_jsonl(out / "metrics.jsonl")
+    assert logged["data/valid_rate"] == 1.0
+    assert logged["data/written"] == len(all_rows)
+    assert logged["data/labels/test/positive"] == report["splits"]["test"]["positive"]
+    assert logged["data/reasoning_words_mean"] == report["reasoning_words_mean"] > 5
 
 
 def test_phrasebank_allagree_funnel_adds_up_and_no_text_crosses_splits(tmp_path, phrasebank_allagree):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 # What each source's data is licensed under, as its publisher states it; the card repeats it.
@@ -104,5 +105,56 @@ def render_card(report: dict[str, Any]) -> str:
         "",
         "Every stage (SFT, GRPO, eval, export, serve) uses this same system prompt and user template.",
         "",
+        "![How the rows were kept, and the labels per split](data_summary.png)",
+        "",
     ]
     return "\n".join(lines)
+
+
+def data_metrics(report: dict[str, Any]) -> dict[str, float]:
+    """Return the data stage's figures for the experiment tracker (``data/...`` keys)."""
+    teacher = report["teacher"]
+    sent = report["funnel"]["sent to teacher"]
+    metrics = {
+        "data/rows_read": report["funnel"]["rows read"],
+        "data/written": report["funnel"]["written"],
+        "data/valid_rate": teacher["kept"] / sent if sent else 0.0,
+        "data/reasoning_words_mean": report["reasoning_words_mean"],
+        "data/teacher_examples_per_s": teacher["examples_per_s"],
+        "data/teacher_completion_tokens": teacher["completion_tokens"],
+    }
+    metrics.update({f"data/rejections/{reason}": n for reason, n in teacher["rejections"].items()})
+    metrics.update({f"data/rejections/{reason}": n for reason, n in report["input_rejections"].items()})
+    for split, counts in report["splits"].items():
+        metrics.update({f"data/labels/{split}/{label}": n for label, n in counts.items()})
+    return metrics
+
+
+def plot_data_summary(report: dict[str, Any], path: str | Path) -> Path:
+    """Draw the funnel (rows kept at each step) and the labels per split as one PNG."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(11, 4))
+    FigureCanvasAgg(fig)
+    funnel_ax, labels_ax = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2]})
+    steps = list(report["funnel"].items())
+    losses = {"skipped as bad rows", "rejected inputs", "duplicates removed", "decontaminated", "dropped to balance"}
+    colors = ["#c44e52" if name in losses else "#4c72b0" for name, _ in steps]
+    funnel_ax.barh([name for name, _ in steps][::-1], [n for _, n in steps][::-1], color=colors[::-1])
+    for i, (_, n) in enumerate(steps[::-1]):
+        funnel_ax.annotate(f"{n:,}", (n, i), xytext=(3, 0), textcoords="offset points", va="center", fontsize=8)
+    funnel_ax.set(title="rows at each step", xlabel="rows")
+    splits = report["splits"]
+    labels = sorted({label for counts in splits.values() for label in counts})
+    bottom = [0] * len(splits)
+    for label in labels:
+        heights = [counts.get(label, 0) for counts in splits.values()]
+        labels_ax.bar(list(splits), heights, bottom=bottom, label=label)
+        bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
+    labels_ax.set(title="labels per split", ylabel="examples")
+    labels_ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    return path

@@ -12,15 +12,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from finsent.completion import parse_completion
 from finsent.config import RecipeConfig, dump_config
 from finsent.data.balance import balance_examples, label_counts, stratified_split, upsample
-from finsent.data.card import SOURCE_LICENSES, render_card
+from finsent.data.card import SOURCE_LICENSES, data_metrics, plot_data_summary, render_card
 from finsent.data.chatml import ReasonedExample, to_chatml
 from finsent.data.dedup import deduplicate, find_contamination
 from finsent.data.reasoning import generate_reasoning
 from finsent.data.sources import Example, RowErrors, load_source
 from finsent.data.validate import validate_input
 from finsent.io import atomic_write_json, atomic_write_jsonl, atomic_write_text
+from finsent.tracking import start_tracking
 
 logger = logging.getLogger(__name__)
 
@@ -140,9 +142,16 @@ def build_dataset(cfg: RecipeConfig) -> DataResult:
             "written": sum(len(rows) for rows in splits.values()),
         },
         "splits": {name: label_counts(splits[name]) for name in SPLITS},
+        "reasoning_words_mean": round(
+            sum(len(parse_completion(ex.completion).reasoning.split()) for ex in kept) / max(len(kept), 1), 1
+        ),
     }
     paths["report"] = str(atomic_write_json(out / "report.json", report))
     paths["card"] = str(atomic_write_text(out / "README.md", render_card(report)))
+    paths["plot"] = str(plot_data_summary(report, out / "data_summary.png"))
+    tracker = start_tracking(cfg.tracking, out)
+    tracker.log(data_metrics(report), step=0)
+    tracker.finish()
     if failed:
         logger.warning("%d examples failed after retries; run the same command again to retry them", failed)
     if data.push_to_hub:
