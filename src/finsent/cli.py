@@ -46,19 +46,42 @@ def _cmd_data(args: argparse.Namespace) -> int:
 
 
 def _cmd_quickstart(args: argparse.Namespace) -> int:
-    from finsent.data import build_dataset
-
     overrides = [*args.overrides, *([f"output_dir={args.output_dir}"] if args.output_dir else [])]
     cfg = load_config("tiny-cpu", overrides)
     console.print(f"[bold]finsent quickstart[/]: recipe tiny-cpu -> {cfg.output_dir}")
-    _print_data_summary(build_dataset(cfg))
+    return _run_and_print(cfg, None)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config, args.overrides)
+    return _run_and_print(cfg, args.stages.split(",") if args.stages else None)
+
+
+def _run_and_print(cfg: RecipeConfig, stages: list[str] | None) -> int:
+    from finsent.run import run_recipe
+
+    outcomes = run_recipe(cfg, stages)
+    printers = {"data": _print_data_summary, "eval": _print_eval_summary}
+    for outcome in outcomes:
+        if outcome.result is not None and outcome.stage in printers:
+            printers[outcome.stage](outcome.result)
+    table = Table(title=f"finsent run: {cfg.output_dir}")
+    for column in ("stage", "status", "seconds", "outputs"):
+        table.add_column(column, justify="right" if column == "seconds" else "left")
+    for outcome in outcomes:
+        table.add_row(outcome.stage, outcome.status, f"{outcome.seconds:.1f}", outcome.output_dir)
+    console.print(table)
     return 0
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     from finsent.eval import evaluate_model
 
-    report = evaluate_model(load_config(args.config, args.overrides))
+    _print_eval_summary(evaluate_model(load_config(args.config, args.overrides)))
+    return 0
+
+
+def _print_eval_summary(report) -> None:
     table = Table(title="finsent eval")
     for column in ("model", "test set", "n", "accuracy", "macro-F1 [CI]", "weighted-F1", "format", "published"):
         table.add_column(column, justify="left" if column in ("model", "test set", "published") else "right")
@@ -78,7 +101,6 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         )
     console.print(table)
     console.print(f"outputs in [bold]{report.output_dir}[/]: report.html, report.md, metrics.json, samples.jsonl")
-    return 0
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -336,6 +358,11 @@ def build_parser() -> argparse.ArgumentParser:
     quickstart.add_argument("--output-dir", help="Run directory (default: runs/tiny-cpu).")
     quickstart.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="Dotted overrides.")
     quickstart.set_defaults(handler=_cmd_quickstart)
+
+    run = commands.add_parser("run", help="Run a recipe's stages in order; finished stages are skipped.")
+    _add_recipe_args(run)
+    run.add_argument("--stages", help="Comma-separated subset, e.g. data,sft (default: the recipe's stages).")
+    run.set_defaults(handler=_cmd_run)
 
     validate = commands.add_parser("validate", help="Check a recipe without running it.")
     _add_recipe_args(validate)

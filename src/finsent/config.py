@@ -23,6 +23,7 @@ from finsent.completion import PromptConfig
 from finsent.errors import ConfigError
 
 KeyPath = tuple[str | int, ...]
+STAGES = ("data", "sft", "grpo", "export", "eval")
 Location = tuple[str, int | None]
 
 
@@ -422,7 +423,12 @@ class SFTStageConfig:
         default="Qwen/Qwen3-4B", metadata={"help": "Hub id, local dir, or tiny:qwen3 (a random tiny Qwen3, offline)."}
     )
     tokenizer: str | None = field(
-        default=None, metadata={"help": "Tokenizer id or dir (default: the model's; tiny:qwen3 trains a small BPE)."}
+        default=None,
+        metadata={"help": "Tokenizer id, dir or builtin:qwen3 (default: the model's; builtin:qwen3 for tiny:qwen3)."},
+    )
+    tiny: dict[str, Any] = field(
+        default_factory=dict,
+        metadata={"help": "tiny:qwen3 only: Qwen3Config overrides of its shape (hidden_size, ...)."},
     )
     trust_remote_code: bool = field(default=False, metadata={"help": "Run code shipped with the model repo."})
     train_file: str | None = field(default=None, metadata={"help": "ChatML JSONL (default: <data>/train.jsonl)."})
@@ -432,8 +438,9 @@ class SFTStageConfig:
     trainer: dict[str, Any] = field(
         default_factory=dict, metadata={"help": "Passed verbatim to trl.SFTConfig (learning_rate, packing, ...)."}
     )
-    lora: dict[str, Any] = field(
-        default_factory=dict, metadata={"help": "Passed verbatim to peft.LoraConfig (r, lora_alpha, ...)."}
+    lora: dict[str, Any] | None = field(
+        default_factory=dict,
+        metadata={"help": "Passed verbatim to peft.LoraConfig (r, lora_alpha, ...); null: full fine-tuning."},
     )
     quantization: Literal["none", "4bit"] = field(
         default="none", metadata={"help": "4bit: QLoRA (bitsandbytes NF4, double quant); needs CUDA."}
@@ -443,6 +450,7 @@ class SFTStageConfig:
 
     def __post_init__(self) -> None:
         _check_trainer_keys(self.trainer)
+        _check_model_options(self.model, self.tiny, self.lora, self.quantization)
 
 
 @dataclass
@@ -453,7 +461,14 @@ class GRPOStageConfig:
         default=None,
         metadata={"help": "Adapter dir (trained on), hub id, dir or tiny:qwen3 (default: the SFT output)."},
     )
-    tokenizer: str | None = field(default=None, metadata={"help": "Tokenizer id or dir (default: the model's)."})
+    tokenizer: str | None = field(
+        default=None,
+        metadata={"help": "Tokenizer id, dir or builtin:qwen3 (default: the model's; builtin:qwen3 for tiny:qwen3)."},
+    )
+    tiny: dict[str, Any] = field(
+        default_factory=dict,
+        metadata={"help": "tiny:qwen3 only: Qwen3Config overrides of its shape (hidden_size, ...)."},
+    )
     trust_remote_code: bool = field(default=False, metadata={"help": "Run code shipped with the model repo."})
     train_file: str | None = field(
         default=None, metadata={"help": "Prompts and labels (default: <data>/train.jsonl)."}
@@ -468,9 +483,9 @@ class GRPOStageConfig:
     trainer: dict[str, Any] = field(
         default_factory=dict, metadata={"help": "Passed verbatim to trl.GRPOConfig (num_generations, use_vllm, ...)."}
     )
-    lora: dict[str, Any] = field(
+    lora: dict[str, Any] | None = field(
         default_factory=dict,
-        metadata={"help": "peft.LoraConfig for a new adapter (a base model, not an adapter dir)."},
+        metadata={"help": "peft.LoraConfig for a new adapter on a base model; null: full fine-tuning."},
     )
     quantization: Literal["none", "4bit"] = field(
         default="none", metadata={"help": "4bit: QLoRA (bitsandbytes NF4, double quant); needs CUDA."}
@@ -481,6 +496,7 @@ class GRPOStageConfig:
 
     def __post_init__(self) -> None:
         _check_trainer_keys(self.trainer)
+        _check_model_options(self.model, self.tiny, self.lora, self.quantization)
         if not self.rewards:
             raise ConfigError("", field="rewards", expected="at least one reward name", got=[])
         from finsent.rewards import REWARDS
@@ -497,6 +513,25 @@ class GRPOStageConfig:
                 expected=f"a list of {len(self.rewards)} numbers",
                 got=weights,
             )
+
+
+def _check_model_options(
+    model: str | None, tiny: dict[str, Any], lora: dict[str, Any] | None, quantization: str
+) -> None:
+    if tiny and not (model or "").startswith("tiny:"):
+        raise ConfigError(
+            "tiny sets the shape of a tiny:qwen3 model only",
+            field="tiny",
+            expected=f"model tiny:qwen3, or no tiny section with model {model!r}",
+            got=tiny,
+        )
+    if lora is None and quantization != "none":
+        raise ConfigError(
+            f"a {quantization} model trains through a LoRA adapter only",
+            field="lora",
+            expected="LoRA settings (null is full fine-tuning)",
+            got=None,
+        )
 
 
 def _check_trainer_keys(trainer: dict[str, Any]) -> None:
@@ -678,6 +713,10 @@ class RecipeConfig:
     """A whole recipe: the shared prompt, the run directory and one section per stage."""
 
     output_dir: str = field(default="runs/finsent", metadata={"help": "Run directory; stages default to subfolders."})
+    stages: list[Literal["data", "sft", "grpo", "export", "eval"]] = field(
+        default_factory=lambda: list(STAGES),
+        metadata={"help": "What `finsent run` runs, in this order."},
+    )
     prompt: PromptConfig = field(default_factory=PromptConfig, metadata={"help": "The student prompt (all stages)."})
     data: DataConfig = field(default_factory=DataConfig, metadata={"help": "Data stage."})
     eval: EvalConfig = field(default_factory=EvalConfig, metadata={"help": "Evaluation stage."})
@@ -707,6 +746,8 @@ class RecipeConfig:
             self.export.output_dir = str(Path(self.output_dir) / "export")
         if self.export.model is None:
             self.export.model = self.grpo.output_dir
+        if len(set(self.stages)) != len(self.stages):
+            raise ConfigError("", field="stages", expected="each stage at most once", got=self.stages)
         if "{text}" not in self.prompt.user_template:
             raise ConfigError(
                 "",

@@ -28,7 +28,6 @@ def test_demo_recipe_writes_valid_chatml_splits(tmp_path):
         "README.md",
         "config.yaml",
         "result.json",
-        "generations.jsonl",
     ):
         assert (out / name).is_file(), name
     rows = {split: read_jsonl(out / f"{split}.jsonl") for split in ("train", "validation", "test")}
@@ -90,12 +89,16 @@ def test_phrasebank_allagree_funnel_adds_up_and_no_text_crosses_splits(tmp_path,
 def test_rerun_resumes_from_generations(tmp_path):
     overrides = [f"output_dir={tmp_path}", "data.sources=[{name: demo, num_examples: 60}]"]
     first = build_dataset(load_config("tiny-cpu", overrides))
-    log = Path(first.output_dir) / "generations.jsonl"
+    [log] = Path(first.output_dir).glob("generations-*.jsonl")
     lines_before = log.read_text().count("\n")
     second = build_dataset(load_config("tiny-cpu", overrides))
     assert log.read_text().count("\n") == lines_before  # nothing generated twice
     assert second.counts == first.counts
     assert Path(second.paths["train"]).read_text() == Path(first.paths["train"]).read_text()
+    # another teacher setting writes its own log instead of reusing records written under the first
+    third = build_dataset(load_config("tiny-cpu", [*overrides, "data.teacher.mode=blind"]))
+    assert len(list(Path(third.output_dir).glob("generations-*.jsonl"))) == 2
+    assert log.read_text().count("\n") == lines_before
 
 
 def test_cli_data_and_bad_input_exit_codes(tmp_path, capsys):

@@ -6,6 +6,7 @@ Steps: read sources -> check inputs -> dedup (before the split) -> balance -> te
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections import Counter
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from finsent.completion import parse_completion
-from finsent.config import RecipeConfig, dump_config
+from finsent.config import RecipeConfig, config_hash, dump_config
 from finsent.data.balance import balance_examples, label_counts, stratified_split, upsample
 from finsent.data.card import SOURCE_LICENSES, data_metrics, plot_data_summary, render_card
 from finsent.data.chatml import ReasonedExample, to_chatml
@@ -80,7 +81,7 @@ def build_dataset(cfg: RecipeConfig) -> DataResult:
         decontaminated = len(contamination.ids)
 
     balanced = balance_examples(unique, data.balance, data.seed)
-    reasoning = generate_reasoning(balanced, data.teacher, cfg.prompt, data.validation, out / "generations.jsonl")
+    reasoning = generate_reasoning(balanced, data.teacher, cfg.prompt, data.validation, generations_path(cfg))
     kept = [
         ReasonedExample(ex.id, ex.text, ex.label, ex.source, ex.meta, completion=reasoning.records[ex.id].completion)
         for ex in balanced
@@ -165,6 +166,13 @@ def build_dataset(cfg: RecipeConfig) -> DataResult:
     result = DataResult(str(out), paths, counts, report)
     atomic_write_json(out / "result.json", {"stage": "data", "paths": paths, "counts": counts})
     return result
+
+
+def generations_path(cfg: RecipeConfig) -> Path:
+    """Return the teacher log for this teacher, prompt and validation, so another teacher never reuses its records
+    while a changed split or balance still does."""
+    key = ":".join(config_hash(part) for part in (cfg.data.teacher, cfg.prompt, cfg.data.validation))
+    return Path(cfg.data.output_dir) / f"generations-{hashlib.sha256(key.encode()).hexdigest()[:8]}.jsonl"
 
 
 def push_dataset(output_dir: Path, repo_id: str) -> None:

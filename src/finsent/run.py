@@ -1,0 +1,97 @@
+"""``finsent run``: a recipe's stages in order, skipping finished ones and resuming interrupted ones.
+
+Usage: ``finsent run --config recipes/tiny-cpu.yaml`` or ``run_recipe(load_config("tiny-cpu"))``.
+Each stage's fingerprint hashes its own section, the shared prompt and the fingerprint of the stage before it, so a
+changed config re-runs the stage it touches and every stage after it, and nothing else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from finsent.config import STAGES, RecipeConfig, config_hash
+from finsent.io import atomic_write_json
+
+logger = logging.getLogger(__name__)
+
+_STAGE_FUNCTIONS = {
+    "data": "finsent.data:build_dataset",
+    "sft": "finsent.sft:train_sft",
+    "grpo": "finsent.grpo:train_grpo",
+    "export": "finsent.export:export_model",
+    "eval": "finsent.eval:evaluate_model",
+}
+
+
+@dataclass(frozen=True)
+class StageOutcome:
+    """What ``run_recipe`` did with one stage."""
+
+    stage: str
+    status: Literal["ran", "resumed", "skipped"]
+    output_dir: str
+    seconds: float
+    result: Any = None
+
+
+def stage_fingerprints(cfg: RecipeConfig) -> dict[str, str]:
+    """Return each stage's fingerprint: its section, the prompt and the fingerprint of the stage before it."""
+    upstream = config_hash(cfg.prompt)
+    fingerprints = {}
+    for stage in STAGES:
+        upstream = hashlib.sha256(f"{upstream}:{config_hash(getattr(cfg, stage))}".encode()).hexdigest()[:16]
+        fingerprints[stage] = upstream
+    return fingerprints
+
+
+def run_recipe(cfg: RecipeConfig, stages: list[str] | None = None) -> list[StageOutcome]:
+    """Run ``stages`` (default: the recipe's) in order; a finished stage with the same fingerprint is skipped."""
+    state_path = Path(cfg.output_dir) / "run.json"
+    state: dict[str, Any] = json.loads(state_path.read_text()) if state_path.is_file() else {}
+    fingerprints = stage_fingerprints(cfg)
+    outcomes = []
+    for stage in [s for s in STAGES if s in (stages or cfg.stages)]:
+        section = getattr(cfg, stage)
+        out = Path(section.output_dir)
+        previous = state.get(stage, {})
+        same_config = previous.get("fingerprint") == fingerprints[stage]
+        if same_config and previous.get("status") == "done" and (out / "result.json").is_file():
+            logger.info("%s: finished with this config, skipped (%s)", stage, out)
+            outcomes.append(StageOutcome(stage, "skipped", str(out), 0.0))
+            continue
+        resuming = same_config and previous.get("status") == "started"
+        if not resuming:
+            _remove_stale_checkpoints(out)
+        if hasattr(section, "resume"):
+            section.resume = resuming
+        state[stage] = {"fingerprint": fingerprints[stage], "status": "started"}
+        atomic_write_json(state_path, state)
+        logger.info("%s: %s -> %s", stage, "resuming" if resuming else "running", out)
+        start = time.perf_counter()
+        result = _stage_function(stage)(cfg)
+        state[stage]["status"] = "done"
+        atomic_write_json(state_path, state)
+        seconds = time.perf_counter() - start
+        outcomes.append(StageOutcome(stage, "resumed" if resuming else "ran", str(out), seconds, result))
+    return outcomes
+
+
+def _stage_function(stage: str) -> Any:
+    module, _, attr = _STAGE_FUNCTIONS[stage].partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def _remove_stale_checkpoints(out: Path) -> None:
+    # Checkpoints written under another config must not be resumed from later.
+    for checkpoint in sorted(out.glob("checkpoint-*")):
+        logger.info("removing %s, written under another config", checkpoint)
+        shutil.rmtree(checkpoint)
+    (out / "result.json").unlink(missing_ok=True)
