@@ -1,4 +1,4 @@
-"""`finsent run`: stages chained; finished ones skipped, changed ones (and what follows) re-run, interrupted resumed."""
+"""`finsent run`: finished stages skipped, changed ones (and what follows) re-run, interrupted ones resumed."""
 
 import json
 from pathlib import Path
