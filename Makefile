@@ -27,6 +27,8 @@ lint: setup
 bench: setup
 	$(BIN)/python benchmarks/bench_pack.py
 	$(BIN)/python benchmarks/bench_dedup.py
+	$(BIN)/python benchmarks/bench_serve.py
+	$(BIN)/python benchmarks/bench_inference.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

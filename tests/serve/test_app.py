@@ -1,0 +1,186 @@
+"""The HTTP service for real: uvicorn on 127.0.0.1:0 in a thread, called with httpx, over the tiny Qwen3."""
+
+import json
+import logging
+import threading
+import time
+
+import pytest
+
+from app_server import serving
+from finsent.completion import LABELS
+from finsent.config import ModelConfig, ServeConfig
+from finsent.errors import ConfigError, FinsentError
+from finsent.serve.app import create_app
+from finsent.serve.backends import load_backend
+
+
+class Gated:
+    """Wraps a backend: records each call's batch size and holds the first call until ``release`` is set."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.sizes = []
+        self.called = threading.Event()
+        self.release = threading.Event()
+
+    def complete(self, prompts):
+        self.sizes.append(len(prompts))
+        if len(self.sizes) == 1:
+            self.called.set()
+            self.release.wait(timeout=30)
+        return self.inner.complete(prompts)
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_dir):
+    return load_backend(ModelConfig(path=str(tiny_model_dir), max_new_tokens=8, batch_size=8))
+
+
+def wait_in_flight(client, n):
+    for _ in range(500):
+        if client.get("/health").json()["in_flight"] == n:
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"never {n} requests in flight")
+
+
+def test_sentiment_one_and_batch_health_openapi_and_page(tiny):
+    with serving(tiny) as client:
+        one = client.post("/v1/sentiment", json={"text": "Net sales rose 12% to EUR 85 million."})
+        assert one.status_code == 200, one.text
+        body = one.json()
+        assert body.keys() == {"label", "reasoning", "status", "latency_ms"}
+        assert body["label"] in (*LABELS, None) and body["status"] in ("ok", "fallback", "missing")
+        assert body["latency_ms"] > 0 and one.headers["x-request-id"]
+        batch = client.post("/v1/sentiment", json={"texts": ["Shares fell.", "Profit doubled.", "No change."]})
+        assert batch.status_code == 200 and len(batch.json()["results"]) == 3
+        health = client.get("/health").json()
+        assert health == {"status": "ok", "model": "finsent", "in_flight": 0, "use_micro_batching": True}
+        spec = client.get("/openapi.json").json()
+        assert {"/v1/sentiment", "/v1/chat/completions", "/health"} <= spec["paths"].keys()
+        page = client.get("/")
+        assert page.headers["content-type"].startswith("text/html") and '<textarea id="text"' in page.text
+
+
+def test_chat_completions_serves_the_openai_backend(tiny, tiny_model_dir):
+    """finsent's own OpenAI client talks to the service, which answers with the tiny model."""
+    with serving(tiny) as client:
+        served = ModelConfig(path="finsent-tiny", backend="openai", base_url=f"{client.base_url}/v1", batch_size=2)
+        prompts = [[{"role": "user", "content": "Sales rose."}], [{"role": "user", "content": "Sales fell."}]]
+        completions = load_backend(served).complete(prompts)
+        direct = tiny.complete(prompts)
+        assert [c.text for c in completions] == [c.text for c in direct]  # greedy: the same words either way
+        reply = client.post("/v1/chat/completions", json={"model": "m", "messages": prompts[0], "temperature": 0})
+        body = reply.json()
+        assert body["object"] == "chat.completion" and body["model"] == "m"
+        assert body["choices"][0]["message"]["role"] == "assistant" and body["usage"]["completion_tokens"] > 0
+
+
+def test_api_key_is_required_when_configured(tiny, monkeypatch):
+    monkeypatch.setenv("FINSENT_TEST_API_KEY", "s3cret")
+    with serving(tiny, api_key_env="FINSENT_TEST_API_KEY") as client:
+        payload = {"text": "Sales rose."}
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"X-API-Key": "s3cre"}):
+            reply = client.post("/v1/sentiment", json=payload, headers=headers)
+            assert reply.status_code == 401 and reply.json()["detail"] == "missing or wrong API key"
+            assert reply.headers["www-authenticate"] == "Bearer"
+        chat = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "x"}]})
+        assert chat.status_code == 401
+        assert client.post("/v1/sentiment", json=payload, headers={"Authorization": "Bearer s3cret"}).is_success
+        assert client.post("/v1/sentiment", json=payload, headers={"X-API-Key": "s3cret"}).is_success
+        assert client.get("/health").is_success  # liveness needs no key
+    monkeypatch.delenv("FINSENT_TEST_API_KEY")
+    with pytest.raises(ConfigError, match="serve.api_key_env: the API key variable FINSENT_TEST_API_KEY is not set"):
+        create_app(tiny, ServeConfig(api_key_env="FINSENT_TEST_API_KEY"))
+
+
+def test_body_size_limit_answers_413_declared_or_streamed(tiny):
+    with serving(tiny, max_body_bytes=200) as client:
+        big = json.dumps({"text": "x" * 300}).encode()
+        reply = client.post("/v1/sentiment", content=big, headers={"Content-Type": "application/json"})
+        assert reply.status_code == 413
+        assert reply.json()["detail"] == "request body over 200 bytes (serve.max_body_bytes)"
+        chunked = client.post("/v1/sentiment", content=iter([big[:150], big[150:]]))  # no Content-Length
+        assert chunked.status_code == 413
+        assert client.post("/v1/sentiment", json={"text": "Fits."}).is_success
+
+
+def test_batch_size_text_length_and_malformed_bodies_answer_422(tiny):
+    with serving(tiny, max_batch_size=2, max_text_chars=20) as client:
+
+        def detail(payload=None, **kwargs):
+            reply = client.post("/v1/sentiment", json=payload, **kwargs)
+            assert reply.status_code == 422, reply.text
+            return json.dumps(reply.json()["detail"])
+
+        assert "List should have at most 2 items" in detail({"texts": ["a b c", "d e f", "g h i"]})
+        assert "String should have at most 20 characters" in detail({"text": "x" * 21})
+        assert "give either text (one) or texts (a batch)" in detail({"text": "a", "texts": ["b"]})
+        assert "give either text (one) or texts (a batch)" in detail({})
+        assert "JSON decode error" in detail(content=b'{"text": ', headers={"Content-Type": "application/json"})
+        chat = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "x" * 21}]})
+        assert chat.status_code == 422
+        streamed = {"messages": [{"role": "user", "content": "x"}], "stream": True}
+        assert client.post("/v1/chat/completions", json=streamed).status_code == 422
+
+
+def post_in_thread(client, text):
+    thread = threading.Thread(target=client.post, args=("/v1/sentiment",), kwargs={"json": {"text": text}})
+    thread.start()
+    return thread
+
+
+def test_micro_batching_gathers_waiting_requests_into_one_call(tiny):
+    for use_micro_batching, sizes in ((True, [1, 3]), (False, [1, 1, 1, 1])):
+        gated = Gated(tiny)
+        with serving(gated, use_micro_batching=use_micro_batching, micro_batch_size=8) as client:
+            threads = [post_in_thread(client, "Sales rose.")]
+            assert gated.called.wait(timeout=30)  # the first request's backend call holds the worker
+            threads += [post_in_thread(client, text) for text in ("Loss widened.", "Orders grew.", "Guidance kept.")]
+            wait_in_flight(client, 4)
+            gated.release.set()
+            for thread in threads:
+                thread.join(timeout=60)
+        assert gated.sizes == sizes, use_micro_batching
+
+
+def test_concurrency_limit_503_timeout_504_backend_error_502(tiny):
+    gated = Gated(tiny)
+    with serving(gated, max_concurrency=1, request_timeout_s=0.3) as client:
+        first = client.post("/v1/sentiment", json={"text": "Held until the gate opens."})
+        assert first.status_code == 504
+        assert first.json()["detail"] == "no answer within 0.3 s (serve.request_timeout_s)"
+        gated.release.set()
+    gated = Gated(tiny)
+    with serving(gated, max_concurrency=1) as client:
+        thread = post_in_thread(client, "First.")
+        wait_in_flight(client, 1)
+        busy = client.post("/v1/sentiment", json={"text": "Second."})
+        assert busy.status_code == 503 and busy.headers["retry-after"] == "1"
+        assert "server busy: 1 requests in flight (serve.max_concurrency)" in busy.json()["detail"]
+        gated.release.set()
+        thread.join(timeout=60)
+
+    class Failing:
+        def complete(self, prompts):
+            raise FinsentError("http://upstream/v1/chat/completions: HTTP 500: boom")
+
+    with serving(Failing()) as client:
+        failed = client.post("/v1/sentiment", json={"text": "Anything."})
+        assert failed.status_code == 502 and "HTTP 500: boom" in failed.json()["detail"]
+        assert client.get("/health").is_success  # the worker survives a failed batch
+
+
+def test_access_log_is_one_json_record_per_request(tiny, caplog):
+    with caplog.at_level(logging.INFO, logger="finsent.serve.access"), serving(tiny, max_body_bytes=100) as client:
+        client.post("/v1/sentiment", json={"text": "Sales rose."}, headers={"X-Request-ID": "req-1"})
+        client.post("/v1/sentiment", content=b"x" * 200)
+        client.get("/health")
+    records = [json.loads(r.getMessage()) for r in caplog.records if r.name == "finsent.serve.access"]
+    assert [(r["method"], r["path"], r["status"]) for r in records] == [
+        ("POST", "/v1/sentiment", 200),
+        ("POST", "/v1/sentiment", 413),
+        ("GET", "/health", 200),
+    ]
+    assert records[0]["request_id"] == "req-1" and records[0]["latency_ms"] > 0 and records[0]["client"] == "127.0.0.1"
