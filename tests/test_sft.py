@@ -126,6 +126,49 @@ def test_sft_trains_every_lora_parameter_keeps_weights_and_resumes_after_a_kill(
         assert torch.allclose(tensor, after_kill[name], atol=1e-6), name
 
 
+@pytest.mark.slow
+def test_lora_null_fine_tunes_every_weight_and_grpo_trains_on_from_the_model(
+    tmp_path, phrasebank_data_dir, tiny_model_dir, recorded
+):
+    trainers, _ = recorded
+    grpo_trainer = (
+        "{max_steps: 1, per_device_train_batch_size: 4, num_generations: 2, max_completion_length: 8, "
+        "save_steps: 1, bf16: false, seed: 0}"
+    )
+    cfg = sft_config(
+        tmp_path,
+        phrasebank_data_dir,
+        tiny_model_dir,
+        "sft.lora=null",
+        "sft.trainer.max_steps=2",
+        f"grpo.trainer={grpo_trainer}",
+        "grpo.lora=null",
+    )
+    train_sft(cfg)
+    trainer = trainers[-1]
+    params = dict(trainer.model.named_parameters())
+    assert set(trainer.initial) == set(params)  # every weight trains, no adapter
+    unchanged = [n for n, p in params.items() if torch.equal(p.detach(), trainer.initial[n])]
+    assert not unchanged, f"weights that did not change: {unchanged}"
+    out = tmp_path / "sft"
+    assert (out / "model.safetensors").is_file() and not (out / "adapter_config.json").exists()
+    with torch.no_grad():
+        ids = torch.tensor([[9707, 1879, 16009]])
+        assert torch.allclose(load_model(str(out), device="cpu")(ids).logits, trainer.model.eval()(ids).logits)
+
+    from finsent.grpo import train_grpo
+
+    grpo = train_grpo(cfg)  # grpo.model defaults to the SFT output: here a model dir, not an adapter
+    assert (tmp_path / "grpo" / "model.safetensors").is_file() and grpo.adapter_dir == str(tmp_path / "grpo")
+
+
+def test_lora_null_with_4bit_is_refused(tmp_path):
+    recipe = write_recipe(tmp_path, "sft:\n  quantization: 4bit\n  lora: null\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(recipe)
+    assert f"{recipe}:4: sft.lora" in str(err.value) and "full fine-tuning" in str(err.value)
+
+
 def write_recipe(tmp_path, body):
     path = tmp_path / "recipe.yaml"
     path.write_text(f"output_dir: {tmp_path / 'run'}\n{body}")

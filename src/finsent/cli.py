@@ -82,6 +82,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _print_eval_summary(report) -> None:
+    if report.metric == "instruct":
+        _print_instruct_summary(report)
+        return
     table = Table(title="finsent eval")
     for column in ("model", "test set", "n", "accuracy", "macro-F1 [CI]", "weighted-F1", "format", "published"):
         table.add_column(column, justify="left" if column in ("model", "test set", "published") else "right")
@@ -98,6 +101,26 @@ def _print_eval_summary(report) -> None:
             f"{row['weighted_f1']:.3f}",
             compliance,
             anchors,
+        )
+    console.print(table)
+    console.print(f"outputs in [bold]{report.output_dir}[/]: report.html, report.md, metrics.json, samples.jsonl")
+
+
+def _print_instruct_summary(report) -> None:
+    table = Table(title="finsent eval (instructions, by task type)")
+    for column in ("model", "test set", "task type", "n", "headline [CI]", "exact match", "token F1", "ROUGE-L"):
+        table.add_column(column, justify="left" if column in ("model", "test set", "task type") else "right")
+    for row in report.rows:
+        lo, hi = row["ci"]
+        table.add_row(
+            row["model"],
+            row["test_set"],
+            row["task_type"],
+            f"{row['n']:,}",
+            f"{row['metric']} {row['value']:.3f} [{lo:.3f}, {hi:.3f}]",
+            f"{row['exact_match']:.3f}",
+            f"{row['token_f1']:.3f}",
+            f"{row['rouge_l']:.3f}",
         )
     console.print(table)
     console.print(f"outputs in [bold]{report.output_dir}[/]: report.html, report.md, metrics.json, samples.jsonl")
@@ -143,7 +166,14 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         raise FinsentError("give either a TEXT or --input FILE (with --output)")
     if args.input and not args.output:
         raise FinsentError("--input needs --output (a .jsonl file; an existing one is resumed)")
-    prompt = load_config(args.config).prompt if args.config else load_config().prompt
+    from finsent.data.anonymize import anonymize_text
+    from finsent.tasks import TASKS
+
+    overrides = [f"task={args.task}"] if args.task else []
+    cfg = load_config(args.config, overrides) if args.config else load_config(None, overrides)
+    task, prompt = TASKS.get(cfg.task), cfg.prompt
+    if task.labels is None:
+        raise FinsentError("predict labels text; for instructions use finsent eval (task instruct) or finsent serve")
     model = ModelConfig(
         path=args.model,
         backend=args.backend,
@@ -154,13 +184,24 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     )
     backend = load_backend(model)
     if args.text is not None:
-        prediction = predict_texts(backend, [args.text], prompt)[0]
+        # The model learnt from masked text (transactions): it sees, and the reasoning quotes, the masked form.
+        text = anonymize_text(args.text) if cfg.data.anonymize else args.text
+        prediction = predict_texts(backend, [text], prompt, task.labels)[0]
         flag = "" if prediction.status == "ok" else f"  [yellow]({prediction.status}: {prediction.issue})[/]"
-        console.print(f"[bold]label:[/] {prediction.label or 'no answer'}{flag}")
+        label, name = prediction.label, task.display(prediction.label)
+        console.print(
+            f"[bold]label:[/] {escape(name if name == label or label is None else f'{name} ({label})')}{flag}"
+        )
         console.print(f"[bold]reasoning:[/] {escape(prediction.reasoning)}", highlight=False)
         return 0
     result = predict_file(
-        backend, args.input, args.output, prompt, batch_size=args.batch_size, text_column=args.text_column
+        backend,
+        args.input,
+        args.output,
+        prompt,
+        batch_size=args.batch_size,
+        text_column=args.text_column,
+        labels=task.labels,
     )
     ok = sum(p.status == "ok" for p in result.predictions)
     console.print(
@@ -258,10 +299,13 @@ def _check_names(cfg: RecipeConfig) -> None:
         if not source.name.startswith("hub:"):
             SOURCES.get(source.name)
     TEACHERS.get(cfg.data.teacher.name)
+    from finsent.data.pipeline import check_teacher_fits
+
+    check_teacher_fits(cfg)
     if cfg.eval.models or cfg.eval.baselines:
         from finsent.eval import check_eval_config, default_test_set
 
-        check_eval_config(cfg.eval, cfg.eval.test_sets or [default_test_set(cfg)], cfg.source_path)
+        check_eval_config(cfg.eval, cfg.eval.test_sets or [default_test_set(cfg)], cfg.source_path, cfg.task)
 
 
 def _registries() -> dict[str, Callable[[], object]]:
@@ -300,6 +344,11 @@ def _registries() -> dict[str, Callable[[], object]]:
 
         return PROTOCOLS
 
+    def tasks():
+        from finsent.tasks import TASKS
+
+        return TASKS
+
     return {
         "sources": sources,
         "teachers": teachers,
@@ -308,6 +357,7 @@ def _registries() -> dict[str, Callable[[], object]]:
         "baselines": baselines,
         "backends": backends,
         "protocols": protocols,
+        "tasks": tasks,
     }
 
 
@@ -393,7 +443,10 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--text-column", default="text", help="Column of --input holding the text.")
     predict.add_argument("--batch-size", type=int, default=8, help="Prompts per batch (requests in flight).")
     predict.add_argument("--max-new-tokens", type=int, default=256, help="Longest completion in tokens.")
-    predict.add_argument("--config", metavar="RECIPE", help="Recipe whose prompt to use (default: the built-in one).")
+    predict.add_argument(
+        "--config", metavar="RECIPE", help="Recipe whose task and prompt to use (default: the built-in ones)."
+    )
+    predict.add_argument("--task", help="Task whose labels and prompt to use (finsent ls tasks; default: sentiment).")
     predict.set_defaults(handler=_cmd_predict)
 
     export = commands.add_parser("export", help="Merge, gate, GGUF + Ollama export, size/quality comparison.")

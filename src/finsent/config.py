@@ -19,8 +19,9 @@ from typing import Any, Literal
 
 import yaml
 
-from finsent.completion import PromptConfig
+from finsent.completion import DEFAULT_SYSTEM_PROMPT, DEFAULT_USER_TEMPLATE, PromptConfig
 from finsent.errors import ConfigError
+from finsent.tasks import TASKS
 
 KeyPath = tuple[str | int, ...]
 STAGES = ("data", "sft", "grpo", "export", "eval")
@@ -51,7 +52,10 @@ class SourceConfig:
         default=0.1, metadata={"help": "FiQA: scores in [-band, band) are neutral (the published protocol uses 0.1)."}
     )
     max_rows: int | None = field(default=None, metadata={"help": "Read at most this many rows (seeded sample)."})
-    num_examples: int = field(default=600, metadata={"help": "demo: how many synthetic headlines to write."})
+    num_examples: int = field(
+        default=600, metadata={"help": "demo, synthetic_transactions: how many synthetic rows to write."}
+    )
+    seed: int = field(default=0, metadata={"help": "demo, synthetic_transactions: seed of the generator."})
 
     def __post_init__(self) -> None:
         if not 0 <= self.neutral_band < 1:
@@ -211,6 +215,27 @@ class SplitConfig:
 
 
 @dataclass
+class MixtureConfig:
+    """Instruction mixtures: a seeded sample of rows per task type, in proportion to the weights; without a total,
+    the largest sample whose shares all fit in the rows there are."""
+
+    weights: dict[str, float] = field(
+        default_factory=dict,
+        metadata={"help": "task_type -> weight (normalised to shares); task types not named are left out."},
+    )
+    total: int | None = field(
+        default=None,
+        metadata={"help": "Rows in all (e.g. 50000); a task type short of its share keeps what it has."},
+    )
+
+    def __post_init__(self) -> None:
+        if not self.weights or any(w < 0 for w in self.weights.values()) or sum(self.weights.values()) <= 0:
+            raise ConfigError("", field="weights", expected="task_type -> weight >= 0, some > 0", got=self.weights)
+        if self.total is not None and self.total < 1:
+            raise ConfigError("", field="total", expected="an int >= 1 or null", got=self.total)
+
+
+@dataclass
 class DataConfig:
     """The data stage: sources -> labels -> dedup -> balance -> teacher -> validation -> split -> ChatML."""
 
@@ -229,8 +254,24 @@ class DataConfig:
     output_dir: str | None = field(default=None, metadata={"help": "Where outputs go (default: <output_dir>/data)."})
     seed: int = field(default=42, metadata={"help": "Seed for sampling, balancing and the split."})
     push_to_hub: str | None = field(default=None, metadata={"help": "Upload the dataset to this hub repo id."})
+    anonymize: bool | None = field(
+        default=None,
+        metadata={"help": "Mask card/account numbers, IBANs, emails, phones, payee names (null: the task's default)."},
+    )
+    mixture: MixtureConfig | None = field(
+        default=None, metadata={"help": "Task instruct: rows per task_type by weight, with a total."}
+    )
+    max_tokens: int = field(
+        default=2048, metadata={"help": "Task instruct: conversations of this many tokens or more are dropped."}
+    )
+    tokenizer: str | None = field(
+        default=None,
+        metadata={"help": "Task instruct: tokenizer that counts max_tokens (null: estimate 4 characters a token)."},
+    )
 
     def __post_init__(self) -> None:
+        if self.max_tokens < 1:
+            raise ConfigError("", field="max_tokens", expected="an int >= 1", got=self.max_tokens)
         if not self.sources:
             raise ConfigError("", field="sources", expected="at least one source", got=[])
 
@@ -717,7 +758,13 @@ class RecipeConfig:
         default_factory=lambda: list(STAGES),
         metadata={"help": "What `finsent run` runs, in this order."},
     )
-    prompt: PromptConfig = field(default_factory=PromptConfig, metadata={"help": "The student prompt (all stages)."})
+    task: str = field(
+        default="sentiment", metadata={"help": "What to train for (finsent ls tasks): labels, prompt, scoring."}
+    )
+    prompt: PromptConfig = field(
+        default_factory=PromptConfig,
+        metadata={"help": "The student prompt (all stages); fields left unset take the task's defaults."},
+    )
     data: DataConfig = field(default_factory=DataConfig, metadata={"help": "Data stage."})
     eval: EvalConfig = field(default_factory=EvalConfig, metadata={"help": "Evaluation stage."})
     sft: SFTStageConfig = field(default_factory=SFTStageConfig, metadata={"help": "SFT warm-up stage."})
@@ -748,6 +795,24 @@ class RecipeConfig:
             self.export.model = self.grpo.output_dir
         if len(set(self.stages)) != len(self.stages):
             raise ConfigError("", field="stages", expected="each stage at most once", got=self.stages)
+        if self.task not in TASKS:
+            raise ConfigError(TASKS.unknown_message(self.task), field="task")
+        task = TASKS.get(self.task)
+        # PromptConfig's defaults are the sentiment prompt: a field left at it takes the task's own default.
+        self.prompt = PromptConfig(
+            system=task.prompt.system if self.prompt.system == DEFAULT_SYSTEM_PROMPT else self.prompt.system,
+            user_template=(
+                task.prompt.user_template
+                if self.prompt.user_template == DEFAULT_USER_TEMPLATE
+                else self.prompt.user_template
+            ),
+        )
+        if self.data.anonymize is None:
+            self.data.anonymize = task.use_anonymizer
+        if self.data.mixture is not None and task.labels is not None:
+            raise ConfigError(
+                "mixtures sample instruction rows by task_type", field="data.mixture", expected="task: instruct"
+            )
         if "{text}" not in self.prompt.user_template:
             raise ConfigError(
                 "",

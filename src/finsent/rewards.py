@@ -2,8 +2,9 @@
 
 Each scores one thing in [0, 1], so equal weights make a total in [0, 4]. Completions are strings or, as TRL passes
 them for chat datasets, lists of message dicts. The gold label comes from the dataset's ``label`` column and the
-input from its ``text`` column (else from the user message in ``prompts``). Every parse goes through
-``finsent.completion``, the one contract shared with data, eval and serve.
+input from its ``text`` column (else from the user message in ``prompts``); a ``task`` column names the task whose
+labels answers are checked against (default sentiment). Every parse goes through ``finsent.completion``, the one
+contract shared with data, eval and serve.
 
 >>> good = "<reasoning>Net sales rose 12%, a clear gain for investors: positive.</reasoning><answer>positive</answer>"
 >>> kwargs = {"label": ["positive"], "text": ["Net sales rose 12% to EUR 30 mn in 2010."]}
@@ -24,6 +25,7 @@ from finsent.data.validate import copy_ratio, is_degenerate
 from finsent.errors import DataError
 from finsent.lexicon import load_lexicon
 from finsent.registry import Registry
+from finsent.tasks import TASKS
 
 RewardFunc = Callable[..., list[float]]
 REWARDS: Registry[RewardFunc] = Registry("reward")
@@ -62,12 +64,12 @@ def _content(completion: str | Sequence[dict[str, Any]]) -> str:
     return "".join(str(message.get("content") or "") for message in completion)
 
 
-def _final_answer(text: str) -> str | None:
+def _final_answer(text: str, labels: tuple[str, ...] = LABELS) -> str | None:
     """Return the label of the completion's one ``<answer>`` block (any case) when nothing but text follows it.
 
     None for two answers, an answer nested in or followed by the reasoning, or no answer block at all.
     """
-    parsed = parse_completion(text)
+    parsed = parse_completion(text, labels)
     if parsed.is_format_ok:
         return parsed.label
     text = strip_think(text)
@@ -77,7 +79,7 @@ def _final_answer(text: str) -> str | None:
     if end < start or "reasoning>" in text[start:]:
         return None
     answer = text[start + len("<answer>") : end].strip().lower()
-    return answer if answer in LABELS else None
+    return answer if answer in labels else None
 
 
 def _reasoning_block(text: str) -> str | None:
@@ -123,6 +125,15 @@ def _prompt_texts(kwargs: dict[str, Any], n: int) -> list[str]:
     return [_content(p) for p in prompts] if prompts is not None else [""] * n
 
 
+def _labels(kwargs: dict[str, Any]) -> tuple[str, ...]:
+    """Return the label set of the rows' task (the ``task`` column), sentiment's without one."""
+    tasks = kwargs.get("task")
+    labels = TASKS.get(str(tasks[0])).labels if tasks else LABELS
+    if labels is None:
+        raise DataError("rewards check labels; task instruct has free-form answers", field="task", got=tasks[0])
+    return labels
+
+
 def _gold(kwargs: dict[str, Any], n: int, reward: str) -> list[str]:
     labels = kwargs.get("label")
     if labels is None or len(labels) != n:
@@ -143,8 +154,8 @@ def correctness_reward(completions: list[Any], **kwargs: Any) -> list[float]:
     the format reward's business). Two answer blocks (hedging), an answer inside or before the reasoning, an answer
     outside the label set, or a bare label word without tags all score 0.0.
     """
-    gold = _gold(kwargs, len(completions), "correctness")
-    return [float(_final_answer(_content(c)) == g) for c, g in zip(completions, gold, strict=True)]
+    gold, labels = _gold(kwargs, len(completions), "correctness"), _labels(kwargs)
+    return [float(_final_answer(_content(c), labels) == g) for c, g in zip(completions, gold, strict=True)]
 
 
 @REWARDS.register("format")
@@ -157,10 +168,10 @@ def format_reward(completions: list[Any], **kwargs: Any) -> list[float]:
     before ``<reasoning>`` or after ``</answer>``. 0.0: anything else (a missing, repeated, nested or misordered
     tag, a bare label word). Empty reasoning is well formed here; ``reasoning_quality`` scores it.
     """
-    scores = []
+    scores, labels = [], _labels(kwargs)
     for completion in completions:
         text = _content(completion)
-        scores.append(1.0 if parse_completion(text).is_format_ok else 0.5 if _is_in_order(text) else 0.0)
+        scores.append(1.0 if parse_completion(text, labels).is_format_ok else 0.5 if _is_in_order(text) else 0.0)
     return scores
 
 
@@ -212,8 +223,10 @@ def consistency_reward(completions: list[Any], **kwargs: Any) -> list[float]:
     The argued polarity is the majority of the finsent lexicon's positive and negative cue words in the reasoning
     (label words count: "positive" is a positive cue), a cue flipped when a negator ("not", "no", "didn't", ...)
     precedes it in the same clause; a tie or no cue argues ``neutral``. Scores 0.0 without a single answer block
-    with a valid label, or without a reasoning block of at least ``MIN_REASONING_WORDS`` words.
+    with a valid label, or without a reasoning block of at least ``MIN_REASONING_WORDS`` words. Sentiment only.
     """
+    if _labels(kwargs) != LABELS:
+        raise DataError("reward consistency compares sentiment polarities", field="task", got=kwargs["task"][0])
     scores = []
     for completion in completions:
         text = _content(completion)

@@ -43,8 +43,8 @@ class StageOutcome:
 
 
 def stage_fingerprints(cfg: RecipeConfig) -> dict[str, str]:
-    """Return each stage's fingerprint: its section, the prompt and the fingerprint of the stage before it."""
-    upstream = config_hash(cfg.prompt)
+    """Return each stage's fingerprint: its section, the task and prompt, and the fingerprint of the stage before."""
+    upstream = f"{cfg.task}:{config_hash(cfg.prompt)}"
     fingerprints = {}
     for stage in STAGES:
         upstream = hashlib.sha256(f"{upstream}:{config_hash(getattr(cfg, stage))}".encode()).hexdigest()[:16]

@@ -1,8 +1,9 @@
-"""The SFT warm-up stage: TRL's ``SFTTrainer`` with a PEFT LoRA adapter (QLoRA on CUDA) on the data stage's ChatML.
+"""The SFT warm-up stage: TRL's ``SFTTrainer`` with a PEFT LoRA adapter (QLoRA on CUDA; ``lora: null`` trains every
+weight) on the data stage's ChatML.
 
 Usage: ``finsent sft --config recipes/tiny-cpu.yaml [--resume]`` or ``train_sft(load_config("tiny-cpu"))``.
 Conversations are tokenized and packed by ``finsent.data.packing`` with labels on the assistant turns only, then
-handed to TRL as they are. Outputs in ``sft.output_dir``: the adapter and tokenizer, ``config.yaml``,
+handed to TRL as they are. Outputs in ``sft.output_dir``: the adapter (or model) and tokenizer, ``config.yaml``,
 ``metrics.jsonl`` with ``plots/`` (loss, learning rate, grad norm, tokens/s) and ``result.json``, written last.
 """
 
@@ -25,6 +26,7 @@ from finsent.training import (
     new_lora_config,
     read_jsonl,
     resolve_model,
+    tiny_shape,
     tracking_defaults,
     trainer_config,
     write_result,
@@ -60,6 +62,7 @@ def train_sft(cfg: RecipeConfig) -> TrainResult:
     # The data stage's packer has already tokenized, masked and packed: TRL takes the rows as they are.
     args.dataset_kwargs = {**(args.dataset_kwargs or {}), "skip_prepare_dataset": True}
     peft_config = new_lora_config(stage.model, stage.lora, cfg, "sft.lora")
+    shape = tiny_shape(stage.tiny, cfg, "sft.tiny")
     train_rows = read_jsonl(stage.train_file)
     eval_rows = read_jsonl(stage.eval_file) if args.eval_strategy != "no" else None
     resume_from = last_checkpoint(out, stage.resume)
@@ -68,7 +71,7 @@ def train_sft(cfg: RecipeConfig) -> TrainResult:
     set_seed(args.seed)
     if state.is_main_process:
         atomic_write_text(out / "config.yaml", dump_config(cfg))
-    model_path, tokenizer_path = resolve_model(stage.model, stage.tokenizer, stage.train_file, out)
+    model_path, tokenizer_path = resolve_model(stage.model, stage.tokenizer, stage.train_file, out, shape)
     tokenizer = load_tokenizer(tokenizer_path, padding_side="right", trust_remote_code=stage.trust_remote_code)
     model = load_training_model(model_path, stage.quantization, stage.trust_remote_code)
 

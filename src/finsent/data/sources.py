@@ -1,4 +1,5 @@
-"""Readers for labeled financial text: each yields ``Example`` records with labels in the shared label set.
+"""Readers for labeled financial text (``Example``: sentiment labels, transaction categories) and instructions
+(``InstructExample``: a user message and its reference answer).
 
 ``finsent ls sources`` lists them. Every reader names file, line (or row) and field in its errors, and with
 ``on_error: skip`` counts skipped rows by reason instead of stopping. Problems with a whole file (missing, empty,
@@ -43,6 +44,16 @@ class Example:
     meta: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
 
 
+@dataclass(frozen=True)
+class InstructExample(Example):
+    """An instruction and its reference answer. ``text`` is the user's message; ``label`` is the row's task type
+    (what dedup, mixtures, the split and the reports count by); ``system`` is the row's own system prompt, or empty
+    for the recipe's."""
+
+    answer: str = ""
+    system: str = ""
+
+
 def normalize_text(text: str) -> str:
     """Return the form used for ids and exact dedup: NFKC, case-folded, whitespace collapsed."""
     return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
@@ -77,6 +88,11 @@ class RowErrors:
 SourceReader = Callable[[SourceConfig, RowErrors], Iterator[Example]]
 SOURCES: Registry[SourceReader] = Registry("source")
 SOURCES.add("demo", "finsent.data.demo:read_demo", help="Synthetic, seeded financial headlines (offline default).")
+SOURCES.add(
+    "synthetic_transactions",
+    "finsent.data.transactions:read_synthetic_transactions",
+    help="Synthetic, seeded bank-statement lines in 12 categories, with realistic noise and personal data.",
+)
 
 
 def load_source(cfg: SourceConfig, errors: RowErrors) -> list[Example]:
@@ -713,3 +729,153 @@ def read_hub(cfg: SourceConfig, errors: RowErrors) -> Iterator[Example]:
         )
         if example:
             yield example
+
+
+# --- instructions -------------------------------------------------------------------------------------------------
+
+# Where a row's answer and user message are, in order of preference: Sujet-Finance-Instruct (answer; user_prompt,
+# else inputs), finsent's own ChatML rows (text, answer), and instruction files (instruction/input/context with
+# output or response). A ``messages`` column (system?, user, assistant) is read when none of these is there.
+_ANSWER_COLUMNS = ("answer", "output", "response")
+_PROMPT_COLUMNS = ("user_prompt", "inputs", "text", "instruction", "input", "question", "prompt")
+_JOINED_COLUMNS = ("instruction", "input", "context")  # joined with blank lines when several are there
+
+
+@SOURCES.register("instruct")
+def read_instruct(cfg: SourceConfig, errors: RowErrors) -> Iterator[Example]:
+    """Instruction rows (default: Sujet-Finance-Instruct-177k from the hub; or local parquet/jsonl/csv).
+
+    Columns, in order of preference: Sujet's ``answer`` with ``user_prompt`` (its ``system_prompt`` kept) or, when
+    that is empty, ``inputs``; ``text``/``answer`` (finsent's own output); ``instruction``/``input``/``context``
+    with ``output`` or ``response``; else ``messages`` (system?, user, assistant). ``task_type`` (default
+    ``general``) and ``dataset`` are kept. Yields ``InstructExample`` records.
+    """
+    where, rows = _rows(cfg, "sujet-ai/Sujet-Finance-Instruct-177k", (), errors)
+    for index, (line, record) in enumerate(rows):
+        fields = _instruct_fields(record)
+        if isinstance(fields, DataError):
+            error = DataError(fields.message, path=where, line=line, field=fields.field, expected=fields.expected)
+            if index == 0:  # the first row shows the file has none of the known layouts: never skipped
+                raise error
+            errors.report("missing_column", error)
+            continue
+        system, text, answer = fields
+        if not text.strip() or not answer.strip():
+            empty = "answer" if text.strip() else "text"
+            errors.report(
+                f"empty_{empty}",
+                DataError(f"empty {empty}", path=where, line=line, field=empty, expected=f"a non-empty {empty}"),
+            )
+            continue
+        task_type = " ".join(str(record.get("task_type") or "general").strip().lower().split()) or "general"
+        meta = {"dataset": record.get("dataset"), "task_type": task_type, "line": line}
+        text = text.strip()
+        yield InstructExample(
+            example_id("instruct", text), text, task_type, "instruct", meta, answer=answer.strip(), system=system
+        )
+
+
+def _instruct_fields(record: Mapping[str, Any]) -> tuple[str, str, str] | DataError:
+    """Return (system prompt, user message, answer) of an instruction record, or the error naming what is missing."""
+    answer_column = next((c for c in _ANSWER_COLUMNS if c in record), None)
+    prompt_columns = [c for c in _PROMPT_COLUMNS if c in record]
+    if answer_column is None or not prompt_columns:
+        if "messages" in record:
+            return _messages_fields(record["messages"])
+        return DataError(
+            "no instruction columns",
+            field="columns",
+            expected=f"an answer column ({'|'.join(_ANSWER_COLUMNS)}) and a prompt column "
+            f"({'|'.join(_PROMPT_COLUMNS)}), or messages; found {', '.join(map(str, record))}",
+        )
+    answer = _string(record[answer_column])
+    if "user_prompt" in record or "inputs" in record:  # Sujet: user_prompt with its system prompt, else inputs
+        user_prompt = _string(record.get("user_prompt"))
+        if user_prompt.strip():
+            return _string(record.get("system_prompt")).strip(), user_prompt, answer
+        return "", _string(record.get("inputs")), answer
+    if "text" in record:
+        return _string(record.get("system")).strip(), _string(record["text"]), answer
+    joined = [_string(record.get(c)).strip() for c in _JOINED_COLUMNS if c in record]
+    parts = [part for part in joined if part] or [_string(record[prompt_columns[0]])]
+    return "", "\n\n".join(parts), answer
+
+
+def _messages_fields(messages: Any) -> tuple[str, str, str] | DataError:
+    roles = (
+        [m.get("role") for m in messages]
+        if isinstance(messages, list) and all(isinstance(m, dict) for m in messages)
+        else None
+    )
+    if roles not in (["system", "user", "assistant"], ["user", "assistant"]):
+        return DataError("", field="messages", expected="turns system (optional), user, assistant")
+    system = _string(messages[0].get("content")) if roles[0] == "system" else ""
+    return system, _string(messages[-2].get("content")), _string(messages[-1].get("content"))
+
+
+def _string(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+# --- transactions -------------------------------------------------------------------------------------------------
+
+
+@SOURCES.register("transactions")
+def read_transactions(cfg: SourceConfig, errors: RowErrors) -> Iterator[Example]:
+    """Transaction files (.csv or .jsonl): description, amount, optional date and category (id, name or synonym).
+
+    ``text_column`` (default ``description``) and ``label_column`` (default ``category``) name the columns; an
+    ``amount`` column, when there, is appended to the text ("STARBUCKS #12 SEATTLE WA -6.50") and a ``date`` column
+    kept in ``meta``. Rows without a category are left out (counted, not errors); ``label_map`` maps other names.
+    """
+    from finsent.data.transactions import CATEGORY_IDS, normalize_category
+
+    label_map = cfg.label_map
+    bad = {k: v for k, v in (label_map or {}).items() if v not in CATEGORY_IDS}
+    if bad:
+        raise ConfigError(
+            f"label_map values must be category ids ({'|'.join(CATEGORY_IDS)}); got {bad}", field="label_map"
+        )
+    text_column, label_column = cfg.text_column or "description", cfg.label_column or "category"
+    path = _local_file(cfg)
+    rows = _table_rows(path, (text_column,), errors)
+    unlabeled = 0
+    for line, record in rows:
+        description = record[text_column]
+        if not isinstance(description, str) or not description.strip():
+            errors.report(
+                "empty_text",
+                DataError("empty description", path=path, line=line, field=text_column, expected="non-empty text"),
+            )
+            continue
+        raw = record.get(label_column)
+        if raw is None or (isinstance(raw, str) and not raw.strip()):
+            unlabeled += 1
+            continue
+        label = normalize_category(raw, label_map)
+        if label is None:
+            errors.report(
+                "unknown_label",
+                DataError(
+                    "unknown category",
+                    path=path,
+                    line=line,
+                    field=label_column,
+                    expected="a category id, name or synonym (finsent ls tasks; or a label_map)",
+                    got=raw,
+                ),
+            )
+            continue
+        amount = record.get("amount")
+        amount_text = str(amount).strip() if amount is not None else ""
+        if amount_text and not any(c.isdigit() for c in amount_text):
+            errors.report(
+                "bad_amount",
+                DataError("not an amount", path=path, line=line, field="amount", expected="a number", got=amount),
+            )
+            continue
+        text = " ".join(f"{description.strip()} {amount_text}".split())
+        meta = {"line": line, "date": record.get("date"), "amount": amount_text or None}
+        yield Example(example_id("transactions", text), text, label, "transactions", meta)
+    if unlabeled:
+        errors.filtered["transactions: rows without a category"] += unlabeled

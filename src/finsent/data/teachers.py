@@ -1,4 +1,5 @@
-"""Teachers write the chain of thought: ``lexicon`` (offline baseline), ``openai`` (any compatible server), ``vllm``.
+"""Teachers write the chain of thought: ``lexicon`` and ``rules`` (offline baselines), ``openai`` (any compatible
+server), ``vllm``.
 
 A teacher takes requests (the chat messages plus the text and, in guided mode, the gold label) and yields
 ``(index, TeacherOutput)`` as each reply completes, so the caller can write every result to disk at once.
@@ -64,6 +65,21 @@ class Teacher(Protocol):
 
 TeacherFactory = Callable[[TeacherConfig], Teacher]
 TEACHERS: Registry[TeacherFactory] = Registry("teacher")
+# The offline teachers explain one task each; model teachers (openai, vllm) explain any task their prompt sets.
+TEACHER_TASKS: dict[str, str] = {"lexicon": "sentiment", "rules": "transactions"}
+
+
+def check_teacher_task(name: str, task: str) -> None:
+    """Fail when teacher ``name`` explains only another task than ``task``."""
+    explains = TEACHER_TASKS.get(name)
+    if explains is not None and explains != task:
+        fits = sorted({n for n, t in TEACHER_TASKS.items() if t == task} | {"openai", "vllm"})
+        raise ConfigError(
+            f"the {name} teacher explains {explains} only",
+            field="data.teacher.name",
+            expected="|".join(fits),
+            got=name,
+        )
 
 
 def load_teacher(cfg: TeacherConfig) -> Teacher:
@@ -157,6 +173,75 @@ def _quote(words: Sequence[str]) -> str:
 
 def _join(items: list[str]) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+# --- rules --------------------------------------------------------------------------------------------------------
+
+_KEYWORD = (
+    'The description names "{keyword}", which the merchant rules file under {name}.',
+    'The merchant keyword "{keyword}" in the description points to {name}.',
+    'The rules match "{keyword}" in the description: a {name} merchant.',
+)
+_NO_KEYWORD = (
+    "No merchant keyword from the rules appears in the description.",
+    "The description holds no merchant or keyword the rules know.",
+)
+_FLOW = (
+    "The amount {amount} is money {direction}.",
+    "It moves {amount}, money {direction}.",
+)
+_RULES_AGREE = (
+    "So the category is {name}.",
+    "That makes it {name}.",
+)
+_RULES_DISAGREE = (
+    "The keyword rules alone would say {rule_name}, but the transaction as a whole is {name}.",
+    "A keyword lookup gives {rule_name}; the transaction itself is {name}.",
+)
+_AMOUNT = re.compile(r"[+-]?[$£€₹]?\s?\d[\d,. ]*\d(?:\s?(?:USD|EUR|GBP|INR|CR|DR))?|[+-]?[$£€₹]?\d+")
+_CREDIT = re.compile(r"(?:^|\s)\+|\bCR\b|\b(?:REFUND|RETURN|CREDIT|DEPOSIT|PAYROLL|SALARY|FROM)\b", re.IGNORECASE)
+
+
+@TEACHERS.register("rules")
+class RulesTeacher:
+    """Offline baseline for transactions, no model: the merchant keyword that decides the category, and the amount.
+
+    Guided mode ends with the gold category; blind mode answers the rules' category. The teacher name ``rules`` in
+    every record marks the data as baseline reasoning. The keyword table is ``finsent.data.transactions.KEYWORDS``,
+    shared with the ``rules`` baseline.
+    """
+
+    def __init__(self, cfg: TeacherConfig) -> None:
+        self.seed = cfg.seed
+
+    def generate(
+        self, requests: Sequence[TeacherRequest], temperature: float
+    ) -> Generator[tuple[int, TeacherOutput], None, None]:
+        for index, request in enumerate(requests):
+            rng = random.Random(f"{self.seed}:{request.id}:{temperature}")
+            yield index, TeacherOutput(self.explain(request.text, request.gold_label, rng), None)
+
+    def explain(self, text: str, gold_label: str | None, rng: random.Random) -> str:
+        """Return a completion for ``text``: the deciding keyword, the amount, then ``gold_label`` (or the rules')."""
+        from finsent.data.transactions import CATEGORY_NAMES, categorize
+
+        match = categorize(text)
+        label = gold_label or match.label
+        name = CATEGORY_NAMES.get(label, label)
+        sentences = []
+        if match.keyword:
+            sentences.append(rng.choice(_KEYWORD).format(keyword=match.keyword, name=CATEGORY_NAMES[match.label]))
+        else:
+            sentences.append(rng.choice(_NO_KEYWORD))
+        amounts = _AMOUNT.findall(text)
+        if amounts:
+            direction = "in" if _CREDIT.search(text) else "out"
+            sentences.append(rng.choice(_FLOW).format(amount=amounts[-1].strip(), direction=direction))
+        if label == match.label:
+            sentences.append(rng.choice(_RULES_AGREE).format(name=name))
+        else:
+            sentences.append(rng.choice(_RULES_DISAGREE).format(rule_name=CATEGORY_NAMES[match.label], name=name))
+        return render_completion(" ".join(sentences), label)
 
 
 # --- openai -------------------------------------------------------------------------------------------------------

@@ -3,6 +3,8 @@
 Usage: ``finsent eval --config recipes/x.yaml`` or ``evaluate_model(load_config("x"))``.
 Steps: check names -> read test sets and cut them by protocol -> contamination against the train sets ->
 baselines -> models (predictions resume) -> metrics, bootstrap intervals, confusion PNGs -> reports, metrics.json.
+Labels, prompts and scores follow the recipe's task: classification tasks (sentiment, transactions) score labels
+against the task's label set; ``instruct`` scores free-form answers per task type (``finsent.eval.instruct``).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from finsent.eval.protocols import PROTOCOLS, EvalSplit, apply_protocol, check_p
 from finsent.eval.report import build_blocks, write_reports
 from finsent.io import atomic_write_json, atomic_write_jsonl, atomic_write_text
 from finsent.serve.predict import Prediction, predict_rows
+from finsent.tasks import TASKS, MetricKind, Task
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +45,7 @@ class EvalReport:
     output_dir: str
     paths: dict[str, str]
     rows: list[dict[str, Any]]
+    metric: MetricKind = "classification"  # instruct rows are per task type (see finsent.eval.instruct)
 
 
 @dataclass(frozen=True)
@@ -59,12 +63,30 @@ def evaluate_model(cfg: RecipeConfig) -> EvalReport:
     """Run the eval stage of ``cfg`` and return where its outputs are."""
     ev = cfg.eval
     out = Path(ev.output_dir)
+    task = TASKS.get(cfg.task)
     test_sets = ev.test_sets or [default_test_set(cfg)]
-    check_eval_config(ev, test_sets, cfg.source_path)
+    check_eval_config(ev, test_sets, cfg.source_path, task.name)
     atomic_write_text(out / "config.yaml", dump_config(cfg))
     errors = RowErrors(ev.on_error)
+    if task.labels is None:
+        from finsent.eval.instruct import evaluate_instructions
 
-    splits = [apply_protocol(ts, read_test_set(ts, errors)) for ts in test_sets]
+        rows, paths = evaluate_instructions(cfg, test_sets, errors)
+        keys = ("model", "test_set", "task_type", "metric", "value")
+        atomic_write_json(
+            out / "result.json", {"stage": "eval", "paths": paths, "rows": [{k: r[k] for k in keys} for r in rows]}
+        )
+        return EvalReport(str(out), paths, rows, "instruct")
+
+    splits = []
+    for ts in test_sets:
+        examples = read_test_set(ts, errors)
+        if cfg.data.anonymize:
+            from finsent.data.anonymize import anonymize_examples
+
+            examples = anonymize_examples(examples)
+        check_test_labels(examples, task, ts, cfg.source_path)
+        splits.append(apply_protocol(ts, examples))
     train = load_source(ev.train, errors) if ev.train else []
     reference = [ex.text for source in ev.reference for ex in load_source(source, errors)]
     dedup = DedupConfig(use_near=True, threshold=ev.near_threshold)
@@ -79,11 +101,12 @@ def evaluate_model(cfg: RecipeConfig) -> EvalReport:
         for name in ev.baselines:
             runs.append(run_baseline(name, train_rows, split, ev.seed))
     for model in ev.models:
-        runs.extend(run_model(model, splits, cfg.prompt, out / "predictions"))
+        runs.extend(run_model(model, splits, cfg.prompt, out / "predictions", task.labels))
 
     rows = []
     for run in runs:
-        metrics = classification_metrics([ex.label for ex in run.split.test], [p.label for p in run.predictions])
+        gold, predicted = [ex.label for ex in run.split.test], [p.label for p in run.predictions]
+        metrics = classification_metrics(gold, predicted, task.labels)
         row = metrics_row(run, metrics, ev, contamination[run.split.name])
         row["confusion_png"] = f"confusion_{_safe(run.model)}_{_safe(run.split.name)}.png"
         plot_confusion(metrics, out / row["confusion_png"], f"{run.model} on {run.split.name}")
@@ -116,11 +139,33 @@ def evaluate_model(cfg: RecipeConfig) -> EvalReport:
 
 
 def default_test_set(cfg: RecipeConfig) -> EvalSetConfig:
-    """The data stage's test.jsonl: what a recipe evaluates when it names no test set."""
-    return EvalSetConfig(name="jsonl", path=str(Path(cfg.data.output_dir) / "test.jsonl"), display_name="data_test")
+    """The data stage's test.jsonl: what a recipe evaluates when it names no test set (read by the task's reader)."""
+    path = str(Path(cfg.data.output_dir) / "test.jsonl")
+    if cfg.task == "instruct":
+        return EvalSetConfig(name="instruct", path=path, display_name="data_test")
+    if cfg.task == "transactions":
+        return EvalSetConfig(
+            name="transactions", path=path, text_column="text", label_column="label", display_name="data_test"
+        )
+    return EvalSetConfig(name="jsonl", path=path, display_name="data_test")
 
 
-def check_eval_config(ev: EvalConfig, test_sets: list[EvalSetConfig], recipe: str | None = None) -> None:
+def check_test_labels(examples: list[Example], task: Task, ts: EvalSetConfig, recipe: str | None) -> None:
+    """Fail when a test set's gold labels are not the task's (a sentiment file under task transactions)."""
+    unknown = sorted({ex.label for ex in examples} - set(task.labels or ()))
+    if unknown:
+        raise ConfigError(
+            f"test set {ts.display_name} has labels outside task {task.name}",
+            path=recipe,
+            field="eval.test_sets",
+            expected="|".join(task.labels or ()),
+            got=unknown,
+        )
+
+
+def check_eval_config(
+    ev: EvalConfig, test_sets: list[EvalSetConfig], recipe: str | None = None, task: str = "sentiment"
+) -> None:
     """Fail on names and combinations the stage would only reject after loading data or models."""
     from finsent.data.sources import SOURCES
     from finsent.serve.backends import BACKENDS
@@ -128,6 +173,14 @@ def check_eval_config(ev: EvalConfig, test_sets: list[EvalSetConfig], recipe: st
     if not ev.models and not ev.baselines:
         raise ConfigError(
             "nothing to evaluate", path=recipe, field="eval.models", expected="models or baselines", got=[]
+        )
+    if TASKS.get(task).labels is None and ev.baselines:
+        raise ConfigError(
+            "baselines answer a label set; task instruct has free-form answers",
+            path=recipe,
+            field="eval.baselines",
+            expected="[] with task: instruct",
+            got=ev.baselines,
         )
     for i, ts in enumerate(test_sets):
         try:
@@ -143,6 +196,11 @@ def check_eval_config(ev: EvalConfig, test_sets: list[EvalSetConfig], recipe: st
     for i, name in enumerate(ev.baselines):
         if name not in BASELINES:
             raise ConfigError(BASELINES.unknown_message(name), path=recipe, field=f"eval.baselines.{i}")
+        answers = BASELINES.get(name).task
+        if answers is not None and answers != task:
+            raise ConfigError(
+                f"baseline {name} answers task {answers} only", path=recipe, field=f"eval.baselines.{i}", got=task
+            )
         unsplit = [ts.display_name for ts in test_sets if not splits_rows(ts)]
         if BASELINES.get(name).uses_train and ev.train is None and unsplit:
             raise ConfigError(
@@ -205,8 +263,14 @@ def run_baseline(name: str, train: list[Example], split: EvalSplit, seed: int) -
     return Run(name, "baseline", None, split, predictions)
 
 
-def run_model(model: ModelConfig, splits: list[EvalSplit], prompt: PromptConfig, predictions_dir: Path) -> list[Run]:
-    """Load ``model`` once and predict every test set; predictions resume from ``predictions_dir``."""
+def run_model(
+    model: ModelConfig,
+    splits: list[EvalSplit],
+    prompt: PromptConfig,
+    predictions_dir: Path,
+    labels: tuple[str, ...] = LABELS,
+) -> list[Run]:
+    """Load ``model`` once and predict every test set (answers parsed against ``labels``); predictions resume."""
     from finsent.serve.backends import load_backend
 
     backend = load_backend(model)
@@ -222,6 +286,7 @@ def run_model(model: ModelConfig, splits: list[EvalSplit], prompt: PromptConfig,
             prompt,
             batch_size=model.batch_size,
             desc=f"{model.name} on {split.name}",
+            labels=labels,
         )
         runs.append(Run(model.name, "model", model.backend, split, result.predictions))
     del backend
@@ -234,7 +299,7 @@ def metrics_row(run: Run, metrics: Metrics, ev: EvalConfig, contamination: dict[
     gold = [ex.label for ex in run.split.test]
     pred = [p.label for p in run.predictions]
     intervals = bootstrap_intervals(
-        gold, pred, LABELS, n_resamples=ev.bootstrap_resamples, confidence=ev.confidence, seed=ev.seed
+        gold, pred, metrics.labels, n_resamples=ev.bootstrap_resamples, confidence=ev.confidence, seed=ev.seed
     )
     row: dict[str, Any] = {
         "model": run.model,

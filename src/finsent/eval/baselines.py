@@ -1,7 +1,8 @@
 """Baselines that need no GPU and set the floor a model must beat; trained and run on the same splits as models.
 
 ``majority`` predicts the most frequent training label, ``lexicon`` counts Loughran-McDonald positive and
-negative words, ``tfidf`` is TF-IDF word 1-2 grams with logistic regression trained on the train source.
+negative words (sentiment), ``rules`` applies the merchant keyword rules (transactions), ``tfidf`` is TF-IDF word 1-2
+grams with logistic regression trained on the train source. ``task`` is the one task a baseline answers (None: any).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ class Baseline(Protocol):
     """Learns from labeled texts (or ignores them) and labels new texts."""
 
     uses_train: bool
+    task: str | None
 
     def fit(self, texts: Sequence[str], labels: Sequence[str]) -> None: ...
 
@@ -42,6 +44,7 @@ class MajorityBaseline:
     """The most frequent label of the train source, for every text."""
 
     uses_train = True
+    task = None
 
     def __init__(self, seed: int) -> None:
         self.label: str | None = None
@@ -61,6 +64,7 @@ class LexiconBaseline:
     """Loughran-McDonald word counts: more positive words is positive, more negative is negative, else neutral."""
 
     uses_train = False
+    task = "sentiment"
 
     def __init__(self, seed: int) -> None:
         from finsent.lexicon import load_lexicon
@@ -84,11 +88,36 @@ class LexiconBaseline:
         return guesses
 
 
+@BASELINES.register("rules")
+class RulesBaseline:
+    """Merchant keyword rules: the category of the longest keyword in the description, else other."""
+
+    uses_train = False
+    task = "transactions"
+
+    def __init__(self, seed: int) -> None:
+        """Nothing to set up: the keyword table is fixed (``finsent.data.transactions.KEYWORDS``)."""
+
+    def fit(self, texts: Sequence[str], labels: Sequence[str]) -> None:
+        """Nothing to learn: the keyword table is fixed."""
+
+    def predict(self, texts: Sequence[str]) -> list[Guess]:
+        from finsent.data.transactions import categorize
+
+        guesses = []
+        for text in texts:
+            match = categorize(text)
+            reason = f"keyword: {match.keyword}" if match.keyword else "no keyword matched"
+            guesses.append(Guess(match.label, reason))
+        return guesses
+
+
 @BASELINES.register("tfidf")
 class TfidfBaseline:
     """TF-IDF word 1-2 grams and class-balanced logistic regression, trained on the train source."""
 
     uses_train = True
+    task = None
 
     def __init__(self, seed: int) -> None:
         from sklearn.feature_extraction.text import TfidfVectorizer

@@ -18,11 +18,18 @@ def plot_confusion(metrics: Metrics, path: str | Path, title: str) -> Path:
     counts = np.array(metrics.confusion)
     shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
     columns = [*metrics.labels, NO_ANSWER.replace("_", " ")]
-    fig, ax = plt.subplots(figsize=(5.2, 4.2), dpi=100)
+    # Three labels fit the original 5.2 x 4.2 inches; twelve transaction categories need room for their names.
+    size = max(1.0, len(columns) / 4)
+    fig, ax = plt.subplots(figsize=(5.2 * size, 4.2 * size), dpi=100)
     image = ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
     for (i, j), count in np.ndenumerate(counts):
         ax.text(j, i, f"{count}", ha="center", va="center", color="white" if shares[i, j] > 0.6 else "black")
-    ax.set_xticks(range(len(columns)), columns)
+    ax.set_xticks(
+        range(len(columns)),
+        columns,
+        rotation=45 if len(columns) > 5 else 0,
+        ha="right" if len(columns) > 5 else "center",
+    )
     ax.set_yticks(range(len(metrics.labels)), metrics.labels)
     ax.set_xlabel("predicted")
     ax.set_ylabel("gold")

@@ -10,13 +10,13 @@ import csv
 import json
 import logging
 import time
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from finsent.completion import ParseStatus, PromptConfig, build_messages, parse_completion
+from finsent.completion import LABELS, ParseStatus, PromptConfig, build_messages, parse_completion
 from finsent.errors import DataError
 from finsent.io import atomic_write_text
 from finsent.serve.backends import Backend
@@ -50,14 +50,26 @@ class PredictResult:
     num_resumed: int
 
 
-def predict_texts(backend: Backend, texts: Sequence[str], prompt: PromptConfig) -> list[Prediction]:
-    """Return a prediction for each text, in one backend call (ids are positions)."""
+def predict_texts(
+    backend: Backend,
+    texts: Sequence[str],
+    prompt: PromptConfig,
+    labels: tuple[str, ...] = LABELS,
+    systems: Sequence[str] | None = None,
+) -> list[Prediction]:
+    """Return a prediction for each text, in one backend call (ids are positions).
+
+    Args:
+        labels: the task's label set the answers are parsed against.
+        systems: per text, its own system prompt (instruction datasets carry one); empty keeps ``prompt.system``.
+    """
     start = time.perf_counter()
-    completions = backend.complete([build_messages(text, prompt) for text in texts])
+    prompts = [replace(prompt, system=system) if system else prompt for system in systems or [""] * len(texts)]
+    completions = backend.complete([build_messages(text, p) for text, p in zip(texts, prompts, strict=True)])
     wall_ms = (time.perf_counter() - start) * 1000 / max(len(texts), 1)
     predictions = []
     for i, (text, completion) in enumerate(zip(texts, completions, strict=True)):
-        parsed = parse_completion(completion.text)
+        parsed = parse_completion(completion.text, labels)
         predictions.append(
             Prediction(
                 str(i),
@@ -83,8 +95,14 @@ def predict_rows(
     *,
     batch_size: int,
     desc: str = "predict",
+    labels: tuple[str, ...] = LABELS,
+    systems: Mapping[str, str] | None = None,
 ) -> PredictResult:
-    """Predict ``(id, text)`` rows into ``output_path`` (JSONL), skipping ids it already holds; return all rows."""
+    """Predict ``(id, text)`` rows into ``output_path`` (JSONL), skipping ids it already holds; return all rows.
+
+    Args:
+        systems: row id -> that row's own system prompt, for the rows that have one.
+    """
     output_path = Path(output_path)
     done = read_predictions(output_path)
     todo = [(row_id, text) for row_id, text in rows if row_id not in done]
@@ -96,8 +114,9 @@ def predict_rows(
     with open(output_path, "a", encoding="utf-8") as handle, tqdm(total=len(todo), desc=desc, unit="row") as bar:
         for start in range(0, len(todo), batch_size):
             batch = todo[start : start + batch_size]
+            own = [(systems or {}).get(row_id, "") for row_id, _ in batch]
             for (row_id, _), prediction in zip(
-                batch, predict_texts(backend, [t for _, t in batch], prompt), strict=True
+                batch, predict_texts(backend, [t for _, t in batch], prompt, labels, own), strict=True
             ):
                 done[row_id] = Prediction(**{**asdict(prediction), "id": row_id})
                 handle.write(json.dumps(asdict(done[row_id]), ensure_ascii=False) + "\n")
@@ -171,10 +190,13 @@ def predict_file(
     batch_size: int,
     text_column: str = "text",
     id_column: str = "id",
+    labels: tuple[str, ...] = LABELS,
 ) -> PredictResult:
     """Predict every row of a CSV or JSONL file into ``output_path``, resuming where an earlier run stopped."""
     rows = read_inputs(input_path, text_column, id_column)
-    return predict_rows(backend, rows, output_path, prompt, batch_size=batch_size, desc=Path(input_path).name)
+    return predict_rows(
+        backend, rows, output_path, prompt, batch_size=batch_size, desc=Path(input_path).name, labels=labels
+    )
 
 
 def _json_object(line: str, path: Path, number: int) -> dict:
