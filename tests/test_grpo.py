@@ -16,13 +16,14 @@ import pytest
 import torch
 import trl
 from safetensors.torch import load_file
-from transformers import AutoModelForCausalLM, TrainerCallback
+from transformers import AutoModelForCausalLM
 
 from finsent.cli import main
 from finsent.config import load_config
 from finsent.errors import ConfigError
 from finsent.grpo import grpo_rows, train_grpo
 from finsent.training import build_tiny_qwen3, chat_texts, read_jsonl, train_chatml_tokenizer
+from recording_trainer import Killed, record_trainers
 
 TRAINER = (
     "{max_steps: 3, per_device_train_batch_size: 8, num_generations: 4, max_completion_length: 64, "
@@ -78,36 +79,10 @@ def grpo_config(out, data_dir, model_dir, *extra):
     )
 
 
-class Killed(Exception):
-    pass
-
-
-class KillAt(TrainerCallback):
-    """Stands in for a kill: raises as step ``step + 1`` begins, after checkpoint-``step`` is on disk."""
-
-    def __init__(self, step):
-        self.step = step
-
-    def on_step_begin(self, args, state, control, **kwargs):
-        if state.global_step >= self.step:
-            raise Killed
-
-
 @pytest.fixture
 def recorded(monkeypatch):
-    """Wraps the real GRPOTrainer to keep it and the adapter's initial values, and to kill a run on request."""
-    trainers, kill_at = [], []
-
-    class RecordingGRPOTrainer(trl.GRPOTrainer):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            self.initial = {n: p.detach().clone() for n, p in self.model.named_parameters() if p.requires_grad}
-            if kill_at:
-                self.add_callback(KillAt(kill_at.pop()))
-            trainers.append(self)
-
-    monkeypatch.setattr(trl, "GRPOTrainer", RecordingGRPOTrainer)
-    return trainers, kill_at
+    """The real GRPOTrainer, recording each trainer and its initial adapter values, killed on request."""
+    return record_trainers(monkeypatch, trl, "GRPOTrainer")
 
 
 @pytest.mark.slow

@@ -6,12 +6,13 @@ import pytest
 import torch
 import trl
 from safetensors.torch import load_file
-from transformers import TrainerCallback
 
+import finsent.sft
 from finsent.config import load_config
 from finsent.errors import ConfigError, DataError
 from finsent.modeling import load_model, load_tokenizer
 from finsent.sft import train_sft
+from recording_trainer import Killed, record_trainers
 
 TRAINER = (
     "{max_steps: 4, per_device_train_batch_size: 2, learning_rate: 0.01, max_length: 256, packing: true, "
@@ -34,36 +35,10 @@ def sft_config(out, data_dir, model_dir, *extra):
     )
 
 
-class Killed(Exception):
-    pass
-
-
-class KillAt(TrainerCallback):
-    """Stands in for a kill: raises as step ``step + 1`` begins, after checkpoint-``step`` is on disk."""
-
-    def __init__(self, step):
-        self.step = step
-
-    def on_step_begin(self, args, state, control, **kwargs):
-        if state.global_step >= self.step:
-            raise Killed
-
-
 @pytest.fixture
 def recorded(monkeypatch):
-    """Wraps the real SFTTrainer to keep it and the adapter's initial values, and to kill a run on request."""
-    trainers, kill_at = [], []
-
-    class RecordingSFTTrainer(trl.SFTTrainer):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            self.initial = {n: p.detach().clone() for n, p in self.model.named_parameters() if p.requires_grad}
-            if kill_at:
-                self.add_callback(KillAt(kill_at.pop()))
-            trainers.append(self)
-
-    monkeypatch.setattr(trl, "SFTTrainer", RecordingSFTTrainer)
-    return trainers, kill_at
+    """The real CompactLossSFTTrainer, recording each trainer and its initial adapter values, killed on request."""
+    return record_trainers(monkeypatch, finsent.sft, "CompactLossSFTTrainer")
 
 
 @pytest.mark.slow
@@ -169,6 +144,32 @@ def test_lora_null_with_4bit_is_refused(tmp_path):
     assert f"{recipe}:4: sft.lora" in str(err.value) and "full fine-tuning" in str(err.value)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("packing", [True, False])
+def test_the_cpu_loss_on_labelled_positions_is_trls_loss(
+    tmp_path, phrasebank_data_dir, tiny_model_dir, recorded, packing
+):
+    trainers, kill_at = recorded
+    kill_at.append(0)  # stop before the first step: only the trainer and its batches are needed
+    with pytest.raises(Killed):
+        train_sft(sft_config(tmp_path, phrasebank_data_dir, tiny_model_dir, f"sft.trainer.packing={packing}"))
+    trainer = trainers[-1]
+    batch = next(iter(trainer.get_train_dataloader()))
+    assert (batch["labels"] == -100).any() and (batch["labels"] != -100).any()  # prompts masked, answers kept
+    model = trainer.model.train()
+    losses, grads = [], []
+    for compute_loss in (trainer.compute_loss, trl.SFTTrainer.compute_loss.__get__(trainer)):
+        model.zero_grad()
+        loss = compute_loss(model, dict(batch))
+        loss.backward()
+        losses.append(loss.detach())
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    assert torch.allclose(losses[0], losses[1], rtol=1e-5)
+    assert grads[0].keys() == grads[1].keys()
+    for name, grad in grads[0].items():
+        assert torch.allclose(grad, grads[1][name], rtol=1e-4, atol=1e-7), name
+
+
 def write_recipe(tmp_path, body):
     path = tmp_path / "recipe.yaml"
     path.write_text(f"output_dir: {tmp_path / 'run'}\n{body}")
@@ -210,7 +211,7 @@ def test_missing_train_file_says_to_run_the_data_stage(tmp_path):
 
 
 def test_earlier_checkpoints_need_resume(tmp_path, phrasebank_data_dir):
-    cfg = sft_config(tmp_path, phrasebank_data_dir, "/nonexistent/model")
+    cfg = sft_config(tmp_path, phrasebank_data_dir, "tiny:qwen3")  # refused before the model is built
     (tmp_path / "sft" / "checkpoint-3").mkdir(parents=True)
     with pytest.raises(ConfigError, match="pass --resume"):
         train_sft(cfg)
