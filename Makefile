@@ -5,11 +5,16 @@ BIN := $(VENV)/bin
 
 .PHONY: setup demo test lint bench clean
 
+# The gguf extra compiles llama.cpp (llama-cpp-python, ~9 min on 2 cores the first time, then from pip's cache);
+# `make demo EXTRAS=dev` leaves it out, and the quickstart then skips the GGUF files, saying so.
+EXTRAS ?= dev,gguf
+
 $(BIN)/finsent: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "torch==2.13.0"
-	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q -e ".[$(EXTRAS)]" || { echo "warning: .[$(EXTRAS)] did not install; trying .[dev]" >&2; \
+		$(BIN)/pip install -q -e ".[dev]"; }
 	touch $@
 
 setup: $(BIN)/finsent

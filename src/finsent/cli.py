@@ -10,6 +10,7 @@ import logging
 import sys
 from collections.abc import Callable
 from importlib import resources
+from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
@@ -18,6 +19,7 @@ from rich.table import Table
 from finsent import __version__
 from finsent.config import RecipeConfig, dump_config, load_config
 from finsent.errors import FinsentError
+from finsent.io import STORAGE_ERRNOS
 
 # Rich falls back to 80 columns when piped, which folds the summary tables; logs and CI read better wider.
 console = Console(width=None if sys.stdout.isatty() else 140)
@@ -46,10 +48,25 @@ def _cmd_data(args: argparse.Namespace) -> int:
 
 
 def _cmd_quickstart(args: argparse.Namespace) -> int:
+    from finsent.export.gguf import check_gguf_tools
+
     overrides = [*args.overrides, *([f"output_dir={args.output_dir}"] if args.output_dir else [])]
     cfg = load_config("tiny-cpu", overrides)
     console.print(f"[bold]finsent quickstart[/]: recipe tiny-cpu -> {cfg.output_dir}")
-    return _run_and_print(cfg, None)
+    if cfg.export.use_gguf:
+        try:
+            check_gguf_tools()
+        except FinsentError as err:  # the rest of the pipeline still runs; say what is left out and why
+            console.print(f"[yellow]GGUF files and Modelfile skipped[/]: {escape(str(err))}")
+            cfg.export.use_gguf = False
+            cfg.eval.models = [model for model in cfg.eval.models if model.backend != "llamacpp"]
+    code = _run_and_print(cfg, None)
+    export_dir = Path(str(cfg.export.output_dir))
+    if "export" in cfg.stages and (export_dir / "Modelfile").is_file():
+        ggufs = ", ".join(sorted(path.name for path in (export_dir / "gguf").glob("*.gguf")))
+        console.print(f"GGUF in [bold]{export_dir / 'gguf'}[/]: {ggufs}")
+        console.print(f"Ollama: [bold]ollama create finsent -f {export_dir / 'Modelfile'}[/]")
+    return code
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -483,8 +500,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.handler(args)
     except FinsentError as err:
-        Console(stderr=True).print(f"[red]error:[/] {err}", markup=True, highlight=False)
-        return 2
+        message = str(err)
+    except OSError as err:
+        if err.errno not in STORAGE_ERRNOS:
+            raise
+        message = f"{err.filename}: {err.strerror}" if err.filename else str(err)
+    # Unfolded, so the file:line: field prefix stays on one line for editors and grep.
+    Console(stderr=True, soft_wrap=True).print(f"[red]error:[/] {escape(message)}", highlight=False)
+    return 2
 
 
 if __name__ == "__main__":

@@ -279,6 +279,10 @@ class DataConfig:
 # --- eval ---------------------------------------------------------------------------------------------------------
 
 
+# In eval and export paths, the run's output_dir: "{output_dir}/grpo" follows an output_dir=... override.
+RUN_DIR = "{output_dir}"
+
+
 @dataclass
 class ModelConfig:
     """One model to evaluate or serve predictions from, through a registered backend (``finsent ls backends``)."""
@@ -774,6 +778,18 @@ class RecipeConfig:
     serve: ServeConfig = field(default_factory=ServeConfig, metadata={"help": "HTTP service."})
     source_path: str | None = field(default=None, metadata={"help": "The recipe file this came from (set by loader)."})
 
+    def _expand_run_paths(self) -> None:
+        """Replace ``{output_dir}`` in the paths of eval and export, so a recipe names what this run wrote."""
+
+        def expand(path: str | None) -> str | None:
+            return path.replace(RUN_DIR, str(self.output_dir)) if path else path
+
+        for model in self.eval.models:
+            model.path, model.adapter = expand(model.path), expand(model.adapter)
+        for source in [*self.eval.test_sets, *self.eval.reference, *([self.eval.train] if self.eval.train else [])]:
+            source.path = expand(source.path)
+        self.export.model = expand(self.export.model)
+
     def __post_init__(self) -> None:
         if self.data.output_dir is None:
             self.data.output_dir = str(Path(self.output_dir) / "data")
@@ -793,6 +809,7 @@ class RecipeConfig:
             self.export.output_dir = str(Path(self.output_dir) / "export")
         if self.export.model is None:
             self.export.model = self.grpo.output_dir
+        self._expand_run_paths()
         if len(set(self.stages)) != len(self.stages):
             raise ConfigError("", field="stages", expected="each stage at most once", got=self.stages)
         if self.task not in TASKS:

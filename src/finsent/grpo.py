@@ -36,6 +36,7 @@ from finsent.tracking import start_trainer_tracking
 from finsent.training import (
     TrackerCallback,
     TrainResult,
+    check_model_source,
     check_quantization,
     last_checkpoint,
     load_training_model,
@@ -81,6 +82,7 @@ def train_grpo(cfg: RecipeConfig) -> TrainResult:
             f"no SFT output in {stage.model}: run `finsent sft` first, or set grpo.model to a model or adapter",
             field="grpo.model",
         )
+    check_model_source(stage.model, "grpo", cfg)
     labels = TASKS.get(cfg.task).labels
     if labels is None:
         path, line = locate_key(cfg, "task")

@@ -2,17 +2,36 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from finsent.errors import FinsentError
 
+# Storage failures a user fixes outside the program: the CLI reports them in one line, without a traceback.
+STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG})
+
+
+def cannot_write(path: str | Path, err: OSError) -> FinsentError:
+    """Return the error for a failed write of ``path``: the path, then why (full disk, read-only, ...)."""
+    return FinsentError(f"{path}: cannot write ({err.strerror or err})")
+
+
+@contextmanager
+def writing(path: str | Path) -> Iterator[None]:
+    """Turn an ``OSError`` raised while writing ``path`` (an append-only log, say) into an error naming it."""
+    try:
+        yield
+    except OSError as err:
+        raise cannot_write(path, err) from err
+
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
-    """Write ``text`` to ``path`` atomically; errors such as a full disk name the path."""
+    """Write ``text`` to ``path`` atomically; errors such as a full disk name the path, and leave no ``*.tmp``."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     try:
@@ -23,8 +42,11 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except OSError as err:
-        tmp.unlink(missing_ok=True)
-        raise FinsentError(f"{path}: cannot write ({err.strerror or err})") from err
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:  # a read-only directory: there is no tmp file to remove either
+            pass
+        raise cannot_write(path, err) from err
     return path
 
 

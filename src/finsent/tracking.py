@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from finsent.errors import ConfigError
+from finsent.io import writing
 from finsent.registry import Registry
 
 if TYPE_CHECKING:
@@ -104,7 +105,7 @@ class LocalTracker:
     def log(self, metrics: Mapping[str, float], step: int) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # Appended and flushed line by line, so a killed run keeps what it logged; a resumed one appends.
-        with open(self.path, "a", encoding="utf-8") as handle:
+        with writing(self.path), open(self.path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps({"step": step, **numeric_metrics(metrics)}) + "\n")
 
     def finish(self) -> None:

@@ -118,6 +118,24 @@ def new_lora_config(
     return None
 
 
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+
+
+def check_model_source(model: str, section: str, cfg: RecipeConfig) -> None:
+    """Fail before anything loads when ``model`` is neither ``tiny:<kind>``, an existing path, nor a hub id."""
+    if model.startswith(TINY_PREFIX) or Path(model).exists() or _HUB_ID.fullmatch(model):
+        return
+    path, line = locate_key(cfg, f"{section}.model")
+    raise ConfigError(
+        "no such model directory",
+        path=path,
+        line=line,
+        field=f"{section}.model",
+        expected="an existing local model or adapter dir, a hub id such as Qwen/Qwen3-4B, or tiny:qwen3",
+        got=model,
+    )
+
+
 def check_quantization(quantization: Literal["none", "4bit"], section: str, cfg: RecipeConfig) -> None:
     """Fail before any model loads when QLoRA is asked for without CUDA or without bitsandbytes."""
     if quantization == "none":

@@ -80,6 +80,13 @@ def build_dataset(cfg: RecipeConfig) -> DataResult:
             input_rejections[reason] += 1
         else:
             checked.append(ex)
+    if not checked:
+        rejected = ", ".join(f"{reason} {n}" for reason, n in input_rejections.most_common()) or "no rows"
+        raise DataError(
+            f"no usable rows in {', '.join(str(s.path or s.name) for s in data.sources)} ({rejected}); "
+            "see data.validation for the limits",
+            field="data.sources",
+        )
 
     deduped = deduplicate(checked, data.dedup, seed=data.seed)
     unique = deduped.kept
@@ -108,6 +115,12 @@ def build_dataset(cfg: RecipeConfig) -> DataResult:
             for ex in balanced
             if records[ex.id].status == "kept"
         ]
+        if not kept:
+            raise DataError(
+                f"the teacher kept none of {len(balanced)} examples ({dict(reasoning.counts)}); "
+                f"each record and its reason is in {generations_path(cfg)}",
+                field="data.teacher",
+            )
     splits = stratified_split(kept, data.split, data.seed)
     if data.balance.upsample_train:
         splits["train"] = upsample(splits["train"], data.seed)

@@ -29,7 +29,7 @@ from finsent.data.sources import Example
 from finsent.data.teachers import Teacher, TeacherRequest, load_teacher
 from finsent.data.validate import validate_completion
 from finsent.errors import ConfigError, DataError
-from finsent.io import atomic_write_jsonl
+from finsent.io import atomic_write_jsonl, writing
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +90,7 @@ def generate_reasoning(
         logger.info("reasoning: %d of %d examples to do (%s teacher)", len(todo), len(unique), teacher_cfg.name)
         path.parent.mkdir(parents=True, exist_ok=True)
         with (
+            writing(path),  # a full disk names the log; the records before it stay, for a resume
             path.open("a", encoding="utf-8") as handle,
             tqdm(total=len(unique), initial=len(unique) - len(todo), desc="reasoning", unit="ex") as bar,
         ):

@@ -111,6 +111,9 @@ def load_source(cfg: SourceConfig, errors: RowErrors) -> list[Example]:
 
 # --- reading files and hub datasets -------------------------------------------------------------------------------
 
+# Longer texts are almost always a broken file (an unclosed quote swallowing the rest); the few long instruction
+# contexts kept by the instruct task stay far below it.
+MAX_TEXT_CHARS = 100_000
 Row = tuple[int, dict[str, Any]]
 """A record and where it is: the line where it starts (text files) or its row index (Parquet, hub)."""
 
@@ -216,6 +219,8 @@ def _require_columns(where: str | Path, line: int | None, columns: Iterable[str]
 def _csv_rows(path: Path, columns: tuple[str, ...], errors: RowErrors) -> Iterator[Row]:
     """Yield the records of a UTF-8 CSV file with a header; quoted fields may span lines."""
     lines = _decode_lines(path, _read_bytes(path, "header", "a header row naming the columns"), "utf-8")
+    # Python's default field limit (131,072 characters) would report a long text as malformed CSV.
+    csv.field_size_limit(max(csv.field_size_limit(), 16 * MAX_TEXT_CHARS))
     reader = csv.reader((line.text for line in lines), strict=True)
     header: list[str] | None = None
     while True:
@@ -391,6 +396,19 @@ def _to_example(
         )
         return None
     text = text.strip()
+    if len(text) > MAX_TEXT_CHARS:
+        errors.report(
+            "text_too_long",
+            DataError(
+                "text too long",
+                path=where,
+                line=line,
+                field=text_column,
+                expected=f"at most {MAX_TEXT_CHARS:,} characters",
+                got=len(text),
+            ),
+        )
+        return None
     return Example(example_id(source, text), text, label, source, meta)
 
 

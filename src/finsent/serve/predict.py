@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from finsent.completion import LABELS, ParseStatus, PromptConfig, build_messages, parse_completion
 from finsent.errors import DataError
-from finsent.io import atomic_write_text
+from finsent.io import atomic_write_text, writing
 from finsent.serve.backends import Backend
 
 logger = logging.getLogger(__name__)
@@ -111,7 +111,11 @@ def predict_rows(
             "%s: %d of %d rows already predicted, %d to go", output_path, len(rows) - len(todo), len(rows), len(todo)
         )
     output_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(output_path, "a", encoding="utf-8") as handle, tqdm(total=len(todo), desc=desc, unit="row") as bar:
+    with (
+        writing(output_path),
+        open(output_path, "a", encoding="utf-8") as handle,
+        tqdm(total=len(todo), desc=desc, unit="row") as bar,
+    ):
         for start in range(0, len(todo), batch_size):
             batch = todo[start : start + batch_size]
             own = [(systems or {}).get(row_id, "") for row_id, _ in batch]
