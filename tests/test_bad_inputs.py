@@ -38,6 +38,12 @@ def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, s
     return code, capsys.readouterr().err
 
 
+def run_data(out: Path, capsys: pytest.CaptureFixture[str], *paths: Path, reader: str = "csv", extra=()):
+    """``finsent data`` on the tiny recipe with ``paths`` as its sources; return the exit code and stderr."""
+    sources = ", ".join(f"{{name: {reader}, path: '{path}'}}" for path in paths)
+    return run_cli(["data", "--config", "tiny-cpu", f"output_dir={out}", f"data.sources=[{sources}]", *extra], capsys)
+
+
 def assert_one_located_error(err: str, where: str, says: str) -> None:
     lines = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(lines) == 1, err
@@ -54,8 +60,7 @@ def assert_nothing_that_looks_done(out: Path) -> None:
 @pytest.mark.parametrize(("name", "reader", "where", "says"), DATA_CASES)
 def test_bad_data_files(tmp_path, capsys, name, reader, where, says):
     out = tmp_path / "run"
-    source = f"data.sources=[{{name: {reader}, path: '{CORPUS / name}'}}]"
-    code, err = run_cli(["data", "--config", "tiny-cpu", f"output_dir={out}", source], capsys)
+    code, err = run_data(out, capsys, CORPUS / name, reader=reader)
     assert code == 2
     assert_one_located_error(err, where, says)
     assert_nothing_that_looks_done(out)
@@ -75,9 +80,7 @@ def test_a_megabyte_text_is_refused_with_its_line(tmp_path, capsys):
     big = "Sales rose. " * 90_000
     path.write_text(f'text,label\nOperating profit rose to EUR 13.1 mn,positive\n"{big}",positive\n')
     out = tmp_path / "run"
-    code, err = run_cli(
-        ["data", "--config", "tiny-cpu", f"output_dir={out}", f"data.sources=[{{name: csv, path: '{path}'}}]"], capsys
-    )
+    code, err = run_data(out, capsys, path)
     assert code == 2
     assert_one_located_error(err, "big.csv:3: text", "expected at most 100,000 characters, got 1079999")
     assert_nothing_that_looks_done(out)
@@ -85,19 +88,15 @@ def test_a_megabyte_text_is_refused_with_its_line(tmp_path, capsys):
 
 def test_skip_mode_counts_bad_rows_and_keeps_the_good_ones(tmp_path, capsys):
     out = tmp_path / "run"
-    sources = ", ".join(
-        f"{{name: csv, path: '{CORPUS / name}'}}" for name in ("label_outside_map.csv", "nul_byte.csv", "bom.csv")
-    )
-    argv = ["data", "--config", "tiny-cpu", f"output_dir={out}", f"data.sources=[{sources}]", "data.on_error=skip"]
-    assert run_cli(argv, capsys)[0] == 0
+    paths = [CORPUS / name for name in ("label_outside_map.csv", "nul_byte.csv", "bom.csv")]
+    assert run_data(out, capsys, *paths, extra=["data.on_error=skip"])[0] == 0
     report = (out / "data" / "report.json").read_text()
     assert '"unknown_label": 1' in report and '"nul_byte": 1' in report
 
 
 def test_a_bom_is_not_part_of_the_first_column(tmp_path, capsys):
     out = tmp_path / "run"
-    source = f"data.sources=[{{name: csv, path: '{CORPUS / 'bom.csv'}'}}]"
-    assert run_cli(["data", "--config", "tiny-cpu", f"output_dir={out}", source], capsys)[0] == 0
+    assert run_data(out, capsys, CORPUS / "bom.csv")[0] == 0
     rows = [line for split in ("train", "validation", "test") for line in (out / "data" / f"{split}.jsonl").open()]
     assert len(rows) == 2 and not any("\ufeff" in row for row in rows)
 
@@ -106,9 +105,7 @@ def test_nothing_usable_is_an_error_not_an_empty_dataset(tmp_path, capsys):
     path = tmp_path / "short.csv"
     path.write_text("text,label\nUp,positive\nDown,negative\n")
     out = tmp_path / "run"
-    code, err = run_cli(
-        ["data", "--config", "tiny-cpu", f"output_dir={out}", f"data.sources=[{{name: csv, path: '{path}'}}]"], capsys
-    )
+    code, err = run_data(out, capsys, path)
     assert code == 2
     assert_one_located_error(err, "data.sources", "text_too_short 2")
     assert_nothing_that_looks_done(out)
