@@ -1,7 +1,7 @@
-"""Backends for real: transformers on the tiny Qwen3, openai against a local HTTP server, llamacpp on a GGUF."""
+"""Backends for real: transformers on the tiny Qwen3, openai against a local HTTP server (llamacpp on the GGUFs the
+export writes: tests/export/test_gguf.py)."""
 
 import importlib.util
-import os
 
 import pytest
 
@@ -69,20 +69,3 @@ def test_openai_backend_names_the_url_and_status_on_a_server_error():
 def test_llamacpp_without_the_package_names_the_extra():
     with pytest.raises(ConfigError, match=r"finsent\[gguf\]"):
         load_backend(ModelConfig(path="model.gguf", backend="llamacpp"))
-
-
-def test_llamacpp_generates_from_a_gguf():
-    """Runs where llama-cpp-python is installed and a GGUF is given (the export stage can write one)."""
-    if not HAS_LLAMA_CPP:
-        pytest.skip("llama-cpp-python is not installed (pip install 'finsent[gguf]')")
-    if not os.environ.get("FINSENT_TEST_GGUF"):
-        pytest.skip("no GGUF to load: set FINSENT_TEST_GGUF to a GGUF file")
-    backend = load_backend(
-        ModelConfig(
-            path=os.environ["FINSENT_TEST_GGUF"], backend="llamacpp", max_new_tokens=8, n_ctx=512, n_gpu_layers=0
-        )
-    )
-    prompt = build_messages("Net sales rose 12%.", PromptConfig())
-    assert backend.render(prompt).endswith("<think>\n\n</think>\n\n")
-    completions = backend.complete([prompt, "Shares fell."])
-    assert len(completions) == 2 and all(1 <= c.completion_tokens <= 8 for c in completions)
