@@ -127,6 +127,7 @@ def assert_same_adapter(reference: Path, resumed: Path) -> None:
 
 @pytest.mark.parametrize("stage", ["sft", "grpo"])
 def test_training(tmp_path, stage):
+    """The killed runs go through `finsent run`, which must notice the interrupted stage and resume it."""
     steps = {"sft": 8, "grpo": 6}[stage]
     settings = [f"{stage}.trainer.max_steps={steps}", f"{stage}.trainer.save_steps=1"]
     reference, out = tmp_path / "reference", tmp_path / "killed"
@@ -136,12 +137,13 @@ def test_training(tmp_path, stage):
     shutil.copytree(reference, out)
     run(finsent(stage, "--config", "tiny-cpu", f"output_dir={reference}", *settings))
     stage_dir = out / stage
+    run_stage = finsent("run", "--config", "tiny-cpu", f"output_dir={out}", "--stages", stage, *settings)
     for mark in marks(1, steps - 1, 2):
         if checkpoints(stage_dir) < mark:
-            argv = finsent(stage, "--config", "tiny-cpu", f"output_dir={out}", *settings, "--resume")
-            kill_at(argv, lambda: checkpoints(stage_dir), mark)
+            kill_at(run_stage, lambda: checkpoints(stage_dir), mark)
             assert not (stage_dir / "result.json").exists()
-    run(finsent(stage, "--config", "tiny-cpu", f"output_dir={out}", *settings, "--resume"))
+    run(run_stage)
+    assert json.loads((out / "run.json").read_text())[stage]["status"] == "done"
     assert json.loads((stage_dir / "result.json").read_text())["resumed_from"]
     assert_same_adapter(reference / stage, stage_dir / "adapter_model.safetensors")
 
