@@ -102,3 +102,14 @@ def test_dump_roundtrip_and_hash_tracks_changes(tmp_path):
     assert dump_config(again) == dump_config(cfg)
     assert config_hash(cfg.data) == config_hash(again.data)
     assert config_hash(cfg.data) != config_hash(load_config("tiny-cpu", ["data.seed=1"]).data)
+
+
+def test_cli_overrides_may_come_before_and_after_options(capsys):
+    from finsent.cli import main
+
+    assert main(["validate", "--config", "tiny-cpu", "data.seed=7", "--show", "data.split.test=0.2"]) == 0
+    shown = capsys.readouterr().out
+    assert "seed: 7" in shown and "test: 0.2" in shown
+    with pytest.raises(SystemExit) as exit_info:
+        main(["validate", "--config", "tiny-cpu", "--show", "--colour"])
+    assert exit_info.value.code == 2 and "unrecognized arguments: --colour" in capsys.readouterr().err
