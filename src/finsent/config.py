@@ -461,12 +461,10 @@ class PlateauConfig:
 
 
 @dataclass
-class SFTStageConfig:
-    """SFT warm-up: TRL's SFTTrainer, a LoRA adapter (QLoRA on CUDA), loss on the assistant tokens only."""
+class TrainStageConfig:
+    """What the SFT and GRPO stages share: the model and tokenizer, TRL's settings, LoRA, quantization, checkpoints."""
 
-    model: str = field(
-        default="Qwen/Qwen3-4B", metadata={"help": "Hub id, local dir, or tiny:qwen3 (a random tiny Qwen3, offline)."}
-    )
+    model: str | None = field(default=None, metadata={"help": "Hub id, local dir, or tiny:qwen3 (offline)."})
     tokenizer: str | None = field(
         default=None,
         metadata={"help": "Tokenizer id, dir or builtin:qwen3 (default: the model's; builtin:qwen3 for tiny:qwen3)."},
@@ -478,10 +476,15 @@ class SFTStageConfig:
     trust_remote_code: bool = field(default=False, metadata={"help": "Run code shipped with the model repo."})
     train_file: str | None = field(default=None, metadata={"help": "ChatML JSONL (default: <data>/train.jsonl)."})
     eval_file: str | None = field(
-        default=None, metadata={"help": "Used when trainer.eval_strategy is set (default: <data>/validation.jsonl)."}
+        default=None,
+        metadata={
+            "help": "Held-out ChatML JSONL: SFT evaluates on it when trainer.eval_strategy is set, GRPO checks "
+            "accuracy on it (default: <data>/validation.jsonl)."
+        },
     )
     trainer: dict[str, Any] = field(
-        default_factory=dict, metadata={"help": "Passed verbatim to trl.SFTConfig (learning_rate, packing, ...)."}
+        default_factory=dict,
+        metadata={"help": "Passed verbatim to trl.SFTConfig / trl.GRPOConfig (learning_rate, packing, ...)."},
     )
     lora: dict[str, Any] | None = field(
         default_factory=dict,
@@ -490,7 +493,9 @@ class SFTStageConfig:
     quantization: Literal["none", "4bit"] = field(
         default="none", metadata={"help": "4bit: QLoRA (bitsandbytes NF4, double quant); needs CUDA."}
     )
-    output_dir: str | None = field(default=None, metadata={"help": "Adapter and logs (default: <output_dir>/sft)."})
+    output_dir: str | None = field(
+        default=None, metadata={"help": "Adapter and logs (default: <output_dir>/sft or <output_dir>/grpo)."}
+    )
     resume: bool = field(default=False, metadata={"help": "Continue from the last checkpoint (also --resume)."})
 
     def __post_init__(self) -> None:
@@ -499,49 +504,30 @@ class SFTStageConfig:
 
 
 @dataclass
-class GRPOStageConfig:
+class SFTStageConfig(TrainStageConfig):
+    """SFT warm-up: TRL's SFTTrainer, a LoRA adapter (QLoRA on CUDA), loss on the assistant tokens only."""
+
+    model: str = field(
+        default="Qwen/Qwen3-4B", metadata={"help": "Hub id, local dir, or tiny:qwen3 (a random tiny Qwen3, offline)."}
+    )
+
+
+@dataclass
+class GRPOStageConfig(TrainStageConfig):
     """GRPO: TRL's GRPOTrainer from the SFT adapter or a base model, rewards by name, plateau early stopping."""
 
     model: str | None = field(
         default=None,
         metadata={"help": "Adapter dir (trained on), hub id, dir or tiny:qwen3 (default: the SFT output)."},
     )
-    tokenizer: str | None = field(
-        default=None,
-        metadata={"help": "Tokenizer id, dir or builtin:qwen3 (default: the model's; builtin:qwen3 for tiny:qwen3)."},
-    )
-    tiny: dict[str, Any] = field(
-        default_factory=dict,
-        metadata={"help": "tiny:qwen3 only: Qwen3Config overrides of its shape (hidden_size, ...)."},
-    )
-    trust_remote_code: bool = field(default=False, metadata={"help": "Run code shipped with the model repo."})
-    train_file: str | None = field(
-        default=None, metadata={"help": "Prompts and labels (default: <data>/train.jsonl)."}
-    )
-    eval_file: str | None = field(
-        default=None, metadata={"help": "Held-out rows for accuracy checks (default: <data>/validation.jsonl)."}
-    )
     rewards: list[str] = field(
         default_factory=lambda: ["correctness", "format", "reasoning_quality", "consistency"],
         metadata={"help": "Reward names (finsent ls rewards); weights go in trainer.reward_weights (default equal)."},
     )
-    trainer: dict[str, Any] = field(
-        default_factory=dict, metadata={"help": "Passed verbatim to trl.GRPOConfig (num_generations, use_vllm, ...)."}
-    )
-    lora: dict[str, Any] | None = field(
-        default_factory=dict,
-        metadata={"help": "peft.LoraConfig for a new adapter on a base model; null: full fine-tuning."},
-    )
-    quantization: Literal["none", "4bit"] = field(
-        default="none", metadata={"help": "4bit: QLoRA (bitsandbytes NF4, double quant); needs CUDA."}
-    )
     plateau: PlateauConfig = field(default_factory=PlateauConfig, metadata={"help": "Early stopping."})
-    output_dir: str | None = field(default=None, metadata={"help": "Adapter and logs (default: <output_dir>/grpo)."})
-    resume: bool = field(default=False, metadata={"help": "Continue from the last checkpoint (also --resume)."})
 
     def __post_init__(self) -> None:
-        _check_trainer_keys(self.trainer)
-        _check_model_options(self.model, self.tiny, self.lora, self.quantization)
+        super().__post_init__()
         if not self.rewards:
             raise ConfigError("", field="rewards", expected="at least one reward name", got=[])
         from finsent.rewards import REWARDS
