@@ -10,10 +10,8 @@ against the task's label set; ``instruct`` scores free-form answers per task typ
 from __future__ import annotations
 
 import gc
-import hashlib
 import logging
 import random
-import re
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, replace
@@ -32,7 +30,7 @@ from finsent.eval.plots import plot_confusion
 from finsent.eval.protocols import PROTOCOLS, EvalSplit, apply_protocol, check_protocol
 from finsent.eval.report import build_blocks, write_reports
 from finsent.io import atomic_write_json, atomic_write_jsonl, atomic_write_text
-from finsent.serve.predict import Prediction, predict_rows
+from finsent.serve.predict import Prediction, predict_rows, predictions_path, safe_name
 from finsent.tasks import TASKS, MetricKind, Task
 
 logger = logging.getLogger(__name__)
@@ -108,7 +106,7 @@ def evaluate_model(cfg: RecipeConfig) -> EvalReport:
         gold, predicted = [ex.label for ex in run.split.test], [p.label for p in run.predictions]
         metrics = classification_metrics(gold, predicted, task.labels)
         row = metrics_row(run, metrics, ev, contamination[run.split.name])
-        row["confusion_png"] = f"confusion_{_safe(run.model)}_{_safe(run.split.name)}.png"
+        row["confusion_png"] = f"confusion_{safe_name(run.model)}_{safe_name(run.split.name)}.png"
         plot_confusion(metrics, out / row["confusion_png"], f"{run.model} on {run.split.name}")
         rows.append(row)
     samples = draw_samples(runs, ev.num_samples, ev.seed)
@@ -274,11 +272,9 @@ def run_model(
     from finsent.serve.backends import load_backend
 
     backend = load_backend(model)
-    key = hashlib.sha256((dump_config(model) + dump_config(prompt)).encode()).hexdigest()[:8]
     runs = []
     for split in splits:
-        # The file name carries a hash of the model settings and prompt, so changed settings never reuse old rows.
-        path = predictions_dir / f"{_safe(model.name)}__{_safe(split.name)}__{key}.jsonl"
+        path = predictions_path(predictions_dir, model, prompt, split.name)
         result = predict_rows(
             backend,
             [(ex.id, ex.text) for ex in split.test],
@@ -387,7 +383,3 @@ def draw_samples(runs: list[Run], num_samples: int, seed: int) -> list[dict[str,
 
 def _round(value: float | None, digits: int = 4) -> float | None:
     return None if value is None else round(value, digits)
-
-
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "x"

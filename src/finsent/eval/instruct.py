@@ -15,7 +15,6 @@ metric of a task type is the first of those that applies, with a seeded percenti
 from __future__ import annotations
 
 import gc
-import hashlib
 import logging
 import random
 import re
@@ -29,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from finsent.completion import PromptConfig, strip_think
-from finsent.config import EvalConfig, EvalSetConfig, ModelConfig, RecipeConfig, dump_config
+from finsent.config import EvalConfig, EvalSetConfig, ModelConfig, RecipeConfig
 from finsent.data.labels import normalize_label
 from finsent.data.sources import InstructExample, RowErrors
 from finsent.errors import ConfigError
@@ -37,7 +36,7 @@ from finsent.eval.metrics import classification_metrics
 from finsent.eval.protocols import EvalSplit, apply_protocol
 from finsent.eval.report import Block, Heading, Paragraph, Table, format_interval, format_value, write_reports
 from finsent.io import atomic_write_json, atomic_write_jsonl
-from finsent.serve.predict import predict_rows
+from finsent.serve.predict import predict_rows, predictions_path
 
 logger = logging.getLogger(__name__)
 
@@ -195,10 +194,9 @@ def answer_splits(
     from finsent.serve.backends import load_backend
 
     backend = load_backend(model)
-    key = hashlib.sha256((dump_config(model) + dump_config(prompt)).encode()).hexdigest()[:8]
     runs = []
     for split in splits:
-        path = predictions_dir / f"{_safe(str(model.name))}__{_safe(split.name)}__{key}.jsonl"
+        path = predictions_path(predictions_dir, model, prompt, split.name)
         systems = {ex.id: ex.system for ex in split.test if isinstance(ex, InstructExample) and ex.system}
         result = predict_rows(
             backend,
@@ -335,7 +333,3 @@ def instruct_blocks(rows: list[dict[str, Any]], samples: list[dict[str, Any]], i
 
 def _clip(text: str, limit: int = 160) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "x"

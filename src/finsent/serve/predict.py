@@ -7,8 +7,10 @@ keyed by its id, so a rerun after a crash skips what is done. Evaluation predict
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import logging
+import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -17,6 +19,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from finsent.completion import LABELS, ParseStatus, PromptConfig, build_messages, parse_completion
+from finsent.config import ModelConfig, dump_config
 from finsent.errors import DataError
 from finsent.io import atomic_write_text, writing
 from finsent.serve.backends import Backend
@@ -211,3 +214,15 @@ def _json_object(line: str, path: Path, number: int) -> dict:
     if not isinstance(record, dict):
         raise DataError("", path=path, line=number, expected="a JSON object", got=record)
     return record
+
+
+def safe_name(name: str) -> str:
+    """Return ``name`` with anything but letters, digits, ``.``, ``_`` and ``-`` replaced, for file names."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "x"
+
+
+def predictions_path(directory: Path, model: ModelConfig, prompt: PromptConfig, test_set: str) -> Path:
+    """Return the resumable predictions file of ``model`` on ``test_set``; the name carries a hash of the model's
+    settings and the prompt, so changed settings never resume from old rows."""
+    key = hashlib.sha256((dump_config(model) + dump_config(prompt)).encode()).hexdigest()[:8]
+    return directory / f"{safe_name(str(model.name))}__{safe_name(test_set)}__{key}.jsonl"
