@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import torch
 from transformers import TrainerCallback
 
 
@@ -40,3 +41,12 @@ def record_trainers(monkeypatch: pytest.MonkeyPatch, module: Any, name: str) -> 
 
     monkeypatch.setattr(module, name, Recording)
     return trainers, kill_at
+
+
+def assert_every_trainable_parameter_changed(trainer: Any) -> None:
+    """Fail naming the parameters a recorded trainer left at their initial values."""
+    assert trainer.initial, "the trainer had no trainable parameters"
+    unchanged = [
+        n for n, p in trainer.model.named_parameters() if n in trainer.initial and torch.equal(p, trainer.initial[n])
+    ]
+    assert not unchanged, f"parameters that did not change: {unchanged}"

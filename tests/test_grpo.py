@@ -23,7 +23,7 @@ from finsent.config import load_config
 from finsent.errors import ConfigError
 from finsent.grpo import grpo_rows, train_grpo
 from finsent.training import build_tiny_qwen3, chat_texts, read_jsonl, train_chatml_tokenizer
-from recording_trainer import Killed, record_trainers
+from recording_trainer import Killed, assert_every_trainable_parameter_changed, record_trainers
 
 TRAINER = (
     "{max_steps: 3, per_device_train_batch_size: 8, num_generations: 4, max_completion_length: 64, "
@@ -93,10 +93,7 @@ def test_grpo_with_the_real_rewards_trains_every_lora_parameter_and_resumes_afte
     result = train_grpo(grpo_config(tmp_path / "a", phrasebank_data_dir, warm_tiny_model_dir))
     trainer = trainers[-1]
     assert trainer.initial and all("lora_" in name for name in trainer.initial)
-    unchanged = [
-        n for n, p in trainer.model.named_parameters() if n in trainer.initial and torch.equal(p, trainer.initial[n])
-    ]
-    assert not unchanged, f"LoRA parameters that did not change: {unchanged}"
+    assert_every_trainable_parameter_changed(trainer)
 
     out = tmp_path / "a" / "grpo"
     history = trainer.state.log_history

@@ -12,7 +12,7 @@ from finsent.config import load_config
 from finsent.errors import ConfigError, DataError
 from finsent.modeling import load_model, load_tokenizer
 from finsent.sft import train_sft
-from recording_trainer import Killed, record_trainers
+from recording_trainer import Killed, assert_every_trainable_parameter_changed, record_trainers
 
 TRAINER = (
     "{max_steps: 4, per_device_train_batch_size: 2, learning_rate: 0.01, max_length: 256, packing: true, "
@@ -49,12 +49,7 @@ def test_sft_trains_every_lora_parameter_keeps_weights_and_resumes_after_a_kill(
     result = train_sft(sft_config(tmp_path / "a", phrasebank_data_dir, tiny_model_dir))
     trainer = trainers[-1]
     assert trainer.initial and all("lora_" in name for name in trainer.initial)
-    unchanged = [
-        n
-        for n, p in trainer.model.named_parameters()
-        if n in trainer.initial and torch.equal(p.detach(), trainer.initial[n])
-    ]
-    assert not unchanged, f"LoRA parameters that did not change: {unchanged}"
+    assert_every_trainable_parameter_changed(trainer)
 
     out = tmp_path / "a" / "sft"
     assert result.adapter_dir == str(out) and result.metrics["train_loss"] > 0
@@ -121,10 +116,8 @@ def test_lora_null_fine_tunes_every_weight_and_grpo_trains_on_from_the_model(
     )
     train_sft(cfg)
     trainer = trainers[-1]
-    params = dict(trainer.model.named_parameters())
-    assert set(trainer.initial) == set(params)  # every weight trains, no adapter
-    unchanged = [n for n, p in params.items() if torch.equal(p.detach(), trainer.initial[n])]
-    assert not unchanged, f"weights that did not change: {unchanged}"
+    assert set(trainer.initial) == {n for n, _ in trainer.model.named_parameters()}  # every weight trains, no adapter
+    assert_every_trainable_parameter_changed(trainer)
     out = tmp_path / "sft"
     assert (out / "model.safetensors").is_file() and not (out / "adapter_config.json").exists()
     with torch.no_grad():
