@@ -202,8 +202,16 @@ def test_openai_teacher_closed_early_cancels_in_flight_requests() -> None:
         assert _teacher_threads() == []
 
 
+@pytest.fixture
+def python_sigint_handler():
+    """Python's own Ctrl-C handler, also where the tests were started with SIGINT ignored (`make test &`)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="needs POSIX signals")
-def test_openai_teacher_keyboard_interrupt_while_waiting_does_not_hang() -> None:
+def test_openai_teacher_keyboard_interrupt_while_waiting_does_not_hang(python_sigint_handler) -> None:
     with FakeOpenAIServer(scripted({"stuck": [Reply(delay_s=30.0)]})) as server:
         generator = load_teacher(_openai_cfg(server.url, timeout_s=10.0)).generate(_requests(["stuck"]), 0.6)
         timer = threading.Timer(0.3, signal.pthread_kill, args=(threading.main_thread().ident, signal.SIGINT))
