@@ -6,6 +6,11 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# Property tests: no per-example deadline (a loaded CI machine is slow, not wrong).
+settings.register_profile("finsent", deadline=None)
+settings.load_profile("finsent")
 
 # The hubs cannot be reached from tests: make a stray call fail fast instead of hanging.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

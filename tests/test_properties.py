@@ -109,7 +109,7 @@ def test_a_label_map_is_the_only_mapping_used(raw: object, label_map: dict[str, 
     assert label is None or label in label_map.values()
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
 @given(st.sampled_from(FILE_READERS), st.booleans(), FILE_BYTES, st.sampled_from(["raise", "skip"]))
 def test_source_readers_read_any_bytes_or_raise_a_located_data_error(
     reader: str, valid_start: bool, data: bytes, on_error: str
