@@ -23,10 +23,13 @@ def cannot_write(path: str | Path, err: OSError) -> FinsentError:
 
 @contextmanager
 def writing(path: str | Path) -> Iterator[None]:
-    """Turn an ``OSError`` raised while writing ``path`` (an append-only log, say) into an error naming it."""
+    """Turn a storage failure (``STORAGE_ERRNOS``) while writing ``path``, an append-only log say, into an error
+    naming it; other errors of the work in the block pass through as they are."""
     try:
         yield
     except OSError as err:
+        if err.errno not in STORAGE_ERRNOS:
+            raise
         raise cannot_write(path, err) from err
 
 
