@@ -22,6 +22,7 @@ from finsent.completion import PromptConfig, build_messages
 from finsent.config import ModelConfig
 from finsent.export.gguf import check_gguf_tools, convert_to_gguf, quantize_gguf
 from finsent.serve.backends import Backend, LlamaCppBackend, TransformersBackend
+from finsent.training import TINY_QWEN3, build_tiny_qwen3
 
 SHARED_DATA = Path(os.environ.get("FINSENT_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 TEXTS = [
@@ -37,22 +38,10 @@ TEXTS = [
 
 
 def random_qwen3(out: Path, tokenizer_dir: Path, **sizes: int) -> Path:
-    """Save a seeded random Qwen3 of ``sizes`` with the tokenizer from ``tokenizer_dir`` (tied embeddings)."""
-    from transformers import AutoTokenizer, Qwen3Config, Qwen3ForCausalLM
+    """Save a seeded random Qwen3 of ``sizes`` (tied embeddings) with the tokenizer from ``tokenizer_dir``."""
+    from transformers import AutoTokenizer
 
-    torch.manual_seed(0)
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-    config = Qwen3Config(
-        vocab_size=len(tokenizer),
-        max_position_embeddings=4096,
-        tie_word_embeddings=True,
-        eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
-        pad_token_id=tokenizer.pad_token_id,
-        **sizes,
-    )
-    Qwen3ForCausalLM(config).save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
+    return build_tiny_qwen3(AutoTokenizer.from_pretrained(tokenizer_dir), out, {**TINY_QWEN3, **sizes})
 
 
 def tokens_per_s(backend: Backend, prompts: list) -> tuple[float, int]:

@@ -94,16 +94,7 @@ def main() -> None:
 
     results: dict[tuple[int, bool], tuple[int, float, list[float]]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
-        model = args.model or random_qwen3(
-            Path(tmp) / "tiny",
-            SHARED_DATA / "tokenizers" / "qwen3",
-            hidden_size=16,
-            intermediate_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            num_key_value_heads=1,
-            head_dim=8,
-        )
+        model = args.model or random_qwen3(Path(tmp) / "tiny", SHARED_DATA / "tokenizers" / "qwen3")  # TINY_QWEN3
         for use_micro_batching in (True, False):
             port = free_port()
             server = start_server(model, port, use_micro_batching, args.max_new_tokens, args.server_threads)

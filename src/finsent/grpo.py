@@ -27,6 +27,7 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 from finsent.completion import LABELS, PromptConfig, build_messages
 from finsent.config import PlateauConfig, RecipeConfig, dump_config, locate_key
 from finsent.errors import ConfigError
+from finsent.figures import new_figure, save_figure
 from finsent.io import atomic_write_json, atomic_write_text
 from finsent.modeling import load_tokenizer
 from finsent.rewards import REWARDS
@@ -452,11 +453,7 @@ def write_plateau_evidence(
 
 def plot_plateau(evidence: dict[str, Any], path: Path, cfg: PlateauConfig) -> Path:
     """Plot each reward's trajectory, the window means, the warmup, the best step and the stop."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(9, 5))
-    FigureCanvasAgg(fig)
+    fig = new_figure(9, 5)
     ax = fig.add_subplot()
     for key, points in evidence["trajectories"].items():
         if points:
@@ -506,24 +503,16 @@ def plot_plateau(evidence: dict[str, Any], path: Path, cfg: PlateauConfig) -> Pa
     ax.set(xlabel="step", ylabel="reward", title="GRPO rewards and early stopping")
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_zero_std_share(points: Sequence[tuple[int, float]], path: Path) -> Path:
     """Plot the share of groups whose completions all got the same reward (they carry no gradient)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(7, 3.5))
-    FigureCanvasAgg(fig)
+    fig = new_figure(7, 3.5)
     ax = fig.add_subplot()
     if points:
         steps, values = zip(*points, strict=True)
         ax.plot(steps, values, color="tab:orange")
     ax.set(xlabel="step", ylabel="share of groups", title="Zero-variance groups (no learning signal)", ylim=(0, 1.05))
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    return path
+    return save_figure(fig, path)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from finsent.errors import ConfigError
+from finsent.figures import new_figure, save_figure
 from finsent.io import writing
 from finsent.registry import Registry
 
@@ -130,26 +131,19 @@ def read_metrics(path: str | Path) -> dict[str, list[tuple[int, float]]]:
 
 def plot_metrics(series: Mapping[str, Sequence[tuple[int, float]]], plots_dir: str | Path) -> list[Path]:
     """Draw one PNG per metric logged at two steps or more (x: step) into ``plots_dir``; return the paths."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     plots_dir = Path(plots_dir)
     written = []
     for key, points in series.items():
         if len(points) < 2:  # a one-off summary value (runtime, final loss) is no curve
             continue
         plots_dir.mkdir(parents=True, exist_ok=True)
-        fig = Figure(figsize=(6, 3.5))
-        FigureCanvasAgg(fig)
+        fig = new_figure(6, 3.5)
         ax = fig.add_subplot()
         steps, values = zip(*points, strict=True)
         ax.plot(steps, values, marker="." if len(points) < 50 else None)
         ax.set(xlabel="step", ylabel=key, title=key)
         ax.grid(alpha=0.3)
-        fig.tight_layout()
-        path = plots_dir / f"{plot_name(key)}.png"
-        fig.savefig(path, dpi=100)
-        written.append(path)
+        written.append(save_figure(fig, plots_dir / f"{plot_name(key)}.png"))
     return written
 
 

@@ -126,8 +126,25 @@ _DISAGREE = (
 )
 
 
+class TemplateTeacher:
+    """An offline teacher that fills templates: ``explain`` writes each completion from a seeded generator."""
+
+    seed: int
+
+    def generate(
+        self, requests: Sequence[TeacherRequest], temperature: float
+    ) -> Generator[tuple[int, TeacherOutput], None, None]:
+        for index, request in enumerate(requests):
+            # Seeded per request and round, so a resumed run writes the same text and a retry a different one.
+            rng = random.Random(f"{self.seed}:{request.id}:{temperature}")
+            yield index, TeacherOutput(self.explain(request.text, request.gold_label, rng), None)
+
+    def explain(self, text: str, gold_label: str | None, rng: random.Random) -> str:
+        raise NotImplementedError
+
+
 @TEACHERS.register("lexicon")
-class LexiconTeacher:
+class LexiconTeacher(TemplateTeacher):
     """Offline baseline, no model: a templated rationale quoting the lexicon's cue words and the text's figures.
 
     Guided mode ends with the gold label; blind mode answers with the cue words' polarity. The teacher name
@@ -137,14 +154,6 @@ class LexiconTeacher:
     def __init__(self, cfg: TeacherConfig) -> None:
         self.lexicon = load_lexicon(cfg.lexicon)
         self.seed = cfg.seed
-
-    def generate(
-        self, requests: Sequence[TeacherRequest], temperature: float
-    ) -> Generator[tuple[int, TeacherOutput], None, None]:
-        for index, request in enumerate(requests):
-            # Seeded per request and round, so a resumed run writes the same text and a retry a different one.
-            rng = random.Random(f"{self.seed}:{request.id}:{temperature}")
-            yield index, TeacherOutput(self.explain(request.text, request.gold_label, rng), None)
 
     def explain(self, text: str, gold_label: str | None, rng: random.Random) -> str:
         """Return a completion for ``text``: cue words, figures, then ``gold_label`` (or the cue polarity)."""
@@ -203,7 +212,7 @@ _CREDIT = re.compile(r"(?:^|\s)\+|\bCR\b|\b(?:REFUND|RETURN|CREDIT|DEPOSIT|PAYRO
 
 
 @TEACHERS.register("rules")
-class RulesTeacher:
+class RulesTeacher(TemplateTeacher):
     """Offline baseline for transactions, no model: the merchant keyword that decides the category, and the amount.
 
     Guided mode ends with the gold category; blind mode answers the rules' category. The teacher name ``rules`` in
@@ -213,13 +222,6 @@ class RulesTeacher:
 
     def __init__(self, cfg: TeacherConfig) -> None:
         self.seed = cfg.seed
-
-    def generate(
-        self, requests: Sequence[TeacherRequest], temperature: float
-    ) -> Generator[tuple[int, TeacherOutput], None, None]:
-        for index, request in enumerate(requests):
-            rng = random.Random(f"{self.seed}:{request.id}:{temperature}")
-            yield index, TeacherOutput(self.explain(request.text, request.gold_label, rng), None)
 
     def explain(self, text: str, gold_label: str | None, rng: random.Random) -> str:
         """Return a completion for ``text``: the deciding keyword, the amount, then ``gold_label`` (or the rules')."""

@@ -14,6 +14,7 @@ import logging
 import random
 import time
 from collections import Counter
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from finsent.eval.plots import plot_confusion
 from finsent.eval.protocols import PROTOCOLS, EvalSplit, apply_protocol, check_protocol
 from finsent.eval.report import build_blocks, write_reports
 from finsent.io import atomic_write_json, atomic_write_jsonl, atomic_write_text
-from finsent.serve.predict import Prediction, predict_rows, predictions_path, safe_name
+from finsent.serve.predict import Prediction, PredictResult, predict_rows, predictions_path, safe_name
 from finsent.tasks import TASKS, MetricKind, Task
 
 logger = logging.getLogger(__name__)
@@ -269,25 +270,46 @@ def run_model(
     labels: tuple[str, ...] = LABELS,
 ) -> list[Run]:
     """Load ``model`` once and predict every test set (answers parsed against ``labels``); predictions resume."""
+    results = predict_splits(model, splits, prompt, predictions_dir, labels=labels)
+    return [
+        Run(model.name, "model", model.backend, split, result.predictions)
+        for split, result in zip(splits, results, strict=True)
+    ]
+
+
+def predict_splits(
+    model: ModelConfig,
+    splits: list[EvalSplit],
+    prompt: PromptConfig,
+    predictions_dir: Path,
+    *,
+    labels: tuple[str, ...] = LABELS,
+    systems: Callable[[EvalSplit], Mapping[str, str]] | None = None,
+) -> list[PredictResult]:
+    """Load ``model`` once, predict each split into its resumable file, and free the weights before returning.
+
+    Args:
+        systems: a split -> its rows' own system prompts (row id -> prompt), for rows that carry one.
+    """
     from finsent.serve.backends import load_backend
 
     backend = load_backend(model)
-    runs = []
-    for split in splits:
-        path = predictions_path(predictions_dir, model, prompt, split.name)
-        result = predict_rows(
+    results = [
+        predict_rows(
             backend,
             [(ex.id, ex.text) for ex in split.test],
-            path,
+            predictions_path(predictions_dir, model, prompt, split.name),
             prompt,
             batch_size=model.batch_size,
             desc=f"{model.name} on {split.name}",
             labels=labels,
+            systems=systems(split) if systems else None,
         )
-        runs.append(Run(model.name, "model", model.backend, split, result.predictions))
+        for split in splits
+    ]
     del backend
     gc.collect()  # free the weights (and GPU memory) before the next model loads
-    return runs
+    return results
 
 
 def metrics_row(run: Run, metrics: Metrics, ev: EvalConfig, contamination: dict[str, int]) -> dict[str, Any]:

@@ -14,7 +14,6 @@ metric of a task type is the first of those that applies, with a seeded percenti
 
 from __future__ import annotations
 
-import gc
 import logging
 import random
 import re
@@ -36,7 +35,6 @@ from finsent.eval.metrics import classification_metrics
 from finsent.eval.protocols import EvalSplit, apply_protocol
 from finsent.eval.report import Block, Heading, Paragraph, Table, format_interval, format_value, write_reports
 from finsent.io import atomic_write_json, atomic_write_jsonl
-from finsent.serve.predict import predict_rows, predictions_path
 
 logger = logging.getLogger(__name__)
 
@@ -191,28 +189,18 @@ def answer_splits(
     model: ModelConfig, splits: list[EvalSplit], prompt: PromptConfig, predictions_dir: Path
 ) -> list[AnswerRun]:
     """Load ``model`` once and answer every test set (each row with its own system prompt); answers resume."""
-    from finsent.serve.backends import load_backend
+    from finsent.eval import predict_splits
 
-    backend = load_backend(model)
+    def systems(split: EvalSplit) -> dict[str, str]:
+        return {ex.id: ex.system for ex in split.test if isinstance(ex, InstructExample) and ex.system}
+
+    results = predict_splits(model, splits, prompt, predictions_dir, systems=systems)
     runs = []
-    for split in splits:
-        path = predictions_path(predictions_dir, model, prompt, split.name)
-        systems = {ex.id: ex.system for ex in split.test if isinstance(ex, InstructExample) and ex.system}
-        result = predict_rows(
-            backend,
-            [(ex.id, ex.text) for ex in split.test],
-            path,
-            prompt,
-            batch_size=model.batch_size,
-            desc=f"{model.name} on {split.name}",
-            systems=systems,
-        )
+    for split, result in zip(splits, results, strict=True):
         references = [ex.answer if isinstance(ex, InstructExample) else "" for ex in split.test]
         answers = [strip_think(p.raw).strip() for p in result.predictions]
         latency = [p.latency_ms for p in result.predictions]
         runs.append(AnswerRun(str(model.name), model.backend, split, references, answers, latency))
-    del backend
-    gc.collect()
     return runs
 
 

@@ -5,14 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from finsent.eval.metrics import NO_ANSWER, Metrics
+from finsent.figures import new_figure, save_figure
 
 
 def plot_confusion(metrics: Metrics, path: str | Path, title: str) -> Path:
     """Save the confusion matrix as a PNG: counts in the cells, colour by share of the gold row."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
 
     counts = np.array(metrics.confusion)
@@ -20,7 +17,8 @@ def plot_confusion(metrics: Metrics, path: str | Path, title: str) -> Path:
     columns = [*metrics.labels, NO_ANSWER.replace("_", " ")]
     # Three labels fit the original 5.2 x 4.2 inches; twelve transaction categories need room for their names.
     size = max(1.0, len(columns) / 4)
-    fig, ax = plt.subplots(figsize=(5.2 * size, 4.2 * size), dpi=100)
+    fig = new_figure(5.2 * size, 4.2 * size)
+    ax = fig.add_subplot()
     image = ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
     for (i, j), count in np.ndenumerate(counts):
         ax.text(j, i, f"{count}", ha="center", va="center", color="white" if shares[i, j] > 0.6 else "black")
@@ -37,9 +35,4 @@ def plot_confusion(metrics: Metrics, path: str | Path, title: str) -> Path:
         f"{title}\naccuracy {metrics.accuracy:.3f}, macro-F1 {metrics.macro_f1:.3f}, n={metrics.n}", fontsize=9
     )
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of gold row")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

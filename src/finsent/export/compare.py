@@ -19,6 +19,7 @@ from finsent.config import EvalConfig, ModelConfig
 from finsent.eval import Run, metrics_row
 from finsent.eval.metrics import classification_metrics
 from finsent.eval.protocols import EvalSplit
+from finsent.figures import new_figure, save_figure
 from finsent.io import atomic_write_json, atomic_write_text
 from finsent.serve.backends import load_backend
 from finsent.serve.predict import predict_rows
@@ -139,12 +140,8 @@ def write_comparison(rows: list[dict[str, Any]], out_dir: str | Path) -> dict[st
 
 def plot_size_quality(rows: list[dict[str, Any]], path: str | Path) -> Path:
     """Save file size (log scale) against macro-F1 and format compliance as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=100)
+    fig = new_figure(6.4, 4.2)
+    ax = fig.add_subplot()
     sizes = [row["size_bytes"] / 2**20 for row in rows]
     for key, label, marker in (("macro_f1", "macro-F1", "o"), ("format_compliance", "format compliance", "s")):
         ax.plot(sizes, [row[key] for row in rows], marker, label=label, alpha=0.8)
@@ -157,12 +154,7 @@ def plot_size_quality(rows: list[dict[str, Any]], path: str | Path) -> Path:
     ax.set_title(f"size against quality, {rows[0]['n'] if rows else 0} held-out rows", fontsize=10)
     ax.legend(loc="lower right", fontsize=8)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def format_size(size_bytes: int) -> str:

@@ -1,0 +1,38 @@
+"""Figures for reports and plots: matplotlib's object API on the Agg canvas, so no pyplot state and no global
+backend switch in the caller's process (a notebook keeps its own), and PNGs written atomically."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from finsent.io import cannot_write
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+
+def new_figure(width: float, height: float) -> Figure:
+    """Return an empty figure of ``width`` x ``height`` inches drawn on the Agg canvas."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def save_figure(fig: Figure, path: str | Path) -> Path:
+    """Lay ``fig`` out and write it to ``path`` as a PNG, atomically (a crash never leaves half a picture)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    fig.tight_layout()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(tmp, format="png", dpi=100)
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise cannot_write(path, err) from err
+    return path
