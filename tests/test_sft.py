@@ -1,6 +1,8 @@
 """SFT on the tiny Qwen3 (real Qwen3 tokenizer) over the data stage's output from the real PhraseBank file."""
 
 import json
+import logging
+import shutil
 
 import pytest
 import torch
@@ -43,7 +45,7 @@ def recorded(monkeypatch):
 
 @pytest.mark.slow
 def test_sft_trains_every_lora_parameter_keeps_weights_and_resumes_after_a_kill(
-    tmp_path, phrasebank_data_dir, tiny_model_dir, recorded
+    tmp_path, phrasebank_data_dir, tiny_model_dir, recorded, caplog
 ):
     trainers, kill_at = recorded
     result = train_sft(sft_config(tmp_path / "a", phrasebank_data_dir, tiny_model_dir))
@@ -84,9 +86,14 @@ def test_sft_trains_every_lora_parameter_keeps_weights_and_resumes_after_a_kill(
     assert (out_b / "checkpoint-2").is_dir() and not (out_b / "result.json").exists()
     with pytest.raises(ConfigError, match="--resume"):
         train_sft(cfg_b)
+    # A kill while checkpoint-3 was being saved leaves its trainer_state.json empty: resume from checkpoint-2.
+    shutil.copytree(out_b / "checkpoint-2", out_b / "checkpoint-3")
+    (out_b / "checkpoint-3" / "trainer_state.json").write_text("")
     cfg_b.sft.resume = True
-    resumed = train_sft(cfg_b)
+    with caplog.at_level(logging.WARNING, logger="finsent.training"):
+        resumed = train_sft(cfg_b)
     assert resumed.resumed_from.endswith("checkpoint-2")
+    assert "checkpoint-3 was cut off while saving" in caplog.text
     left_alone, after_kill = (
         load_file(out / "adapter_model.safetensors"),
         load_file(out_b / "adapter_model.safetensors"),

@@ -7,6 +7,7 @@ import inspect
 import json
 import logging
 import re
+import shutil
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
@@ -325,18 +326,36 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
 
 
 def last_checkpoint(output_dir: str | Path, resume: bool) -> str | None:
-    """Return the checkpoint to resume from; without ``resume``, an earlier run's checkpoints are an error."""
-    from transformers.trainer_utils import get_last_checkpoint
+    """Return the newest complete checkpoint to resume from; without ``resume``, checkpoints are an error.
 
-    found = get_last_checkpoint(str(output_dir)) if Path(output_dir).is_dir() else None
-    if found is not None and not resume:
+    The Trainer writes ``trainer_state.json`` last, so a checkpoint whose state file does not parse was cut off while
+    saving (a kill, a full disk): it is removed with a warning and the one before it is resumed instead.
+    """
+    out = Path(output_dir)
+    checkpoints = sorted(
+        (path for path in out.glob("checkpoint-*") if path.is_dir() and path.name.split("-")[-1].isdigit()),
+        key=lambda path: int(path.name.split("-")[-1]),
+    )
+    if checkpoints and not resume:
         raise ConfigError(
-            f"{output_dir} holds checkpoints of an earlier run ({Path(found).name}): pass --resume to "
+            f"{output_dir} holds checkpoints of an earlier run ({checkpoints[-1].name}): pass --resume to "
             "continue it, or choose another output_dir"
         )
-    if resume and found is None:
+    while checkpoints and not _checkpoint_complete(checkpoints[-1]):
+        cut_off = checkpoints.pop()
+        logger.warning("%s was cut off while saving (no readable trainer_state.json): removing it", cut_off)
+        shutil.rmtree(cut_off)
+    if resume and not checkpoints:
         logger.warning("--resume: no checkpoint in %s, starting from scratch", output_dir)
-    return found
+    return str(checkpoints[-1]) if checkpoints else None
+
+
+def _checkpoint_complete(checkpoint: Path) -> bool:
+    try:
+        state = json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(state, dict) and "global_step" in state
 
 
 def tracking_defaults(tracking: TrackingConfig) -> dict[str, Any]:
