@@ -11,6 +11,7 @@ import random
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -134,15 +135,16 @@ def test_cli_data_sft_grpo_on_the_tiny_cpu_recipe_with_a_real_kill(tmp_path):
     sft = tmp_path / "sft"
     proc = subprocess.Popen([sys.executable, "-m", "finsent", "sft", "--config", "tiny-cpu", run])
     deadline = time.monotonic() + 300
-    while not (sft / "checkpoint-3" / "trainer_state.json").is_file() and proc.poll() is None:
+    while not _complete_checkpoints(sft) and proc.poll() is None:
         assert time.monotonic() < deadline
         time.sleep(0.05)
     proc.kill()
     assert proc.wait() == -9, "the run finished before it could be killed"
     assert not (sft / "result.json").exists()
+    newest = _complete_checkpoints(sft)[-1]  # a later one may have been cut off mid-save by the kill
     assert main(["sft", "--config", "tiny-cpu", run]) == 2  # checkpoints and no --resume: a clear error
     assert main(["sft", "--config", "tiny-cpu", run, "--resume"]) == 0
-    assert json.loads((sft / "result.json").read_text())["resumed_from"].endswith("checkpoint-3")
+    assert Path(json.loads((sft / "result.json").read_text())["resumed_from"]).name == newest.name
     assert main(["grpo", "--config", "tiny-cpu", run]) == 0
     grpo = tmp_path / "grpo"
     assert json.loads((grpo / "adapter_config.json").read_text())["base_model_name_or_path"] == str(sft / "tiny-qwen3")
@@ -196,3 +198,15 @@ def test_grpo_before_sft_says_to_run_sft_first(tmp_path, phrasebank_data_dir):
     )
     with pytest.raises(ConfigError, match="run `finsent sft` first"):
         train_grpo(cfg)
+
+
+def _complete_checkpoints(out: Path) -> list[Path]:
+    """The checkpoints whose trainer_state.json (written last) parses, oldest first."""
+    complete = []
+    for state in sorted(out.glob("checkpoint-*/trainer_state.json"), key=lambda p: int(p.parent.name.split("-")[1])):
+        try:
+            json.loads(state.read_text())
+        except ValueError:
+            continue
+        complete.append(state.parent)
+    return complete
