@@ -25,11 +25,10 @@ from typing import Any
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from finsent.completion import LABELS, PromptConfig, build_messages
-from finsent.config import PlateauConfig, RecipeConfig, dump_config, locate_key
+from finsent.config import PlateauConfig, RecipeConfig, locate_key
 from finsent.errors import ConfigError
 from finsent.figures import new_figure, save_figure
-from finsent.io import atomic_write_json, atomic_write_text
-from finsent.modeling import load_tokenizer
+from finsent.io import atomic_write_json
 from finsent.rewards import REWARDS
 from finsent.serve.backends import Completion
 from finsent.tasks import TASKS
@@ -39,15 +38,14 @@ from finsent.training import (
     TrainResult,
     check_model_source,
     check_quantization,
+    finish_training,
     last_checkpoint,
-    load_training_model,
+    load_stage_model,
     new_lora_config,
     read_jsonl,
-    resolve_model,
     tiny_shape,
     tracking_defaults,
     trainer_config,
-    write_result,
 )
 
 logger = logging.getLogger(__name__)
@@ -64,9 +62,7 @@ CHAT_TEMPLATE_KWARGS = {"enable_thinking": False}
 
 def train_grpo(cfg: RecipeConfig) -> TrainResult:
     """Run the GRPO stage of ``cfg`` and return where the adapter and the best checkpoint went."""
-    from accelerate import PartialState
     from datasets import Dataset
-    from transformers import set_seed
     from trl import GRPOConfig, GRPOTrainer
 
     started = time.perf_counter()
@@ -106,13 +102,7 @@ def train_grpo(cfg: RecipeConfig) -> TrainResult:
     eval_rows = read_jsonl(stage.eval_file) if needs_eval else []
     resume_from = last_checkpoint(out, stage.resume)
 
-    state = PartialState()
-    set_seed(args.seed)
-    if state.is_main_process:
-        atomic_write_text(out / "config.yaml", dump_config(cfg))
-    model_path, tokenizer_path = resolve_model(stage.model, stage.tokenizer, stage.train_file, out, shape)
-    tokenizer = load_tokenizer(tokenizer_path, padding_side="left", trust_remote_code=stage.trust_remote_code)
-    model = load_training_model(model_path, stage.quantization, stage.trust_remote_code)
+    state, tokenizer, model = load_stage_model(cfg, stage, args.seed, shape, padding_side="left")
 
     local, opened = start_trainer_tracking(cfg.tracking, out, state.is_main_process)
     accuracy_fn = None
@@ -132,16 +122,7 @@ def train_grpo(cfg: RecipeConfig) -> TrainResult:
         peft_config=peft_config,
         callbacks=[TrackerCallback(local), plateau],
     )
-    train_output = trainer.train(resume_from_checkpoint=resume_from)
-    trainer.save_model(str(out))
-    metrics = {k: float(v) for k, v in train_output.metrics.items() if isinstance(v, int | float)}
-    result = TrainResult(str(out), str(out), metrics, resume_from, trainer.state.best_model_checkpoint)
-    if state.is_main_process:
-        tokenizer.save_pretrained(out)
-        local.finish()
-        opened.finish()
-        write_result(out, result, started)
-    return result
+    return finish_training(trainer, resume_from, (local, opened), started)
 
 
 def grpo_rows(rows: Sequence[dict[str, Any]], prompt: PromptConfig, task: str = "sentiment") -> list[dict[str, Any]]:

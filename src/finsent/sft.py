@@ -17,25 +17,22 @@ from typing import Any
 import torch
 from trl import SFTTrainer
 
-from finsent.config import RecipeConfig, dump_config
+from finsent.config import RecipeConfig
 from finsent.data.packing import IGNORE_INDEX
-from finsent.io import atomic_write_text
-from finsent.modeling import load_tokenizer
 from finsent.tracking import start_trainer_tracking
 from finsent.training import (
     TrackerCallback,
     TrainResult,
     check_model_source,
     check_quantization,
+    finish_training,
     last_checkpoint,
-    load_training_model,
+    load_stage_model,
     new_lora_config,
     read_jsonl,
-    resolve_model,
     tiny_shape,
     tracking_defaults,
     trainer_config,
-    write_result,
 )
 
 logger = logging.getLogger(__name__)
@@ -46,9 +43,7 @@ CHAT_TEMPLATE_KWARGS = {"enable_thinking": False}
 
 def train_sft(cfg: RecipeConfig) -> TrainResult:
     """Run the SFT stage of ``cfg`` and return where the adapter went."""
-    from accelerate import PartialState
     from datasets import Dataset
-    from transformers import set_seed
     from trl import SFTConfig
 
     from finsent.data.packing import prepare_sft_dataset
@@ -74,13 +69,7 @@ def train_sft(cfg: RecipeConfig) -> TrainResult:
     eval_rows = read_jsonl(stage.eval_file) if args.eval_strategy != "no" else None
     resume_from = last_checkpoint(out, stage.resume)
 
-    state = PartialState()
-    set_seed(args.seed)
-    if state.is_main_process:
-        atomic_write_text(out / "config.yaml", dump_config(cfg))
-    model_path, tokenizer_path = resolve_model(stage.model, stage.tokenizer, stage.train_file, out, shape)
-    tokenizer = load_tokenizer(tokenizer_path, padding_side="right", trust_remote_code=stage.trust_remote_code)
-    model = load_training_model(model_path, stage.quantization, stage.trust_remote_code)
+    state, tokenizer, model = load_stage_model(cfg, stage, args.seed, shape, padding_side="right")
 
     def prepare(rows: list[dict]) -> Dataset:
         conversations = Dataset.from_list([{"messages": row["messages"]} for row in rows])
@@ -106,16 +95,7 @@ def train_sft(cfg: RecipeConfig) -> TrainResult:
         peft_config=peft_config,
         callbacks=[TrackerCallback(local)],
     )
-    train_output = trainer.train(resume_from_checkpoint=resume_from)
-    trainer.save_model(str(out))
-    metrics = {k: float(v) for k, v in train_output.metrics.items() if isinstance(v, int | float)}
-    result = TrainResult(str(out), str(out), metrics, resume_from)
-    if state.is_main_process:
-        tokenizer.save_pretrained(out)
-        local.finish()
-        opened.finish()
-        write_result(out, result, started)
-    return result
+    return finish_training(trainer, resume_from, (local, opened), started)
 
 
 class CompactLossSFTTrainer(SFTTrainer):

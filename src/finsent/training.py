@@ -1,5 +1,6 @@
 """What the SFT and GRPO stages share: TRL/PEFT configs built from the recipe, loading a model to train (full, LoRA
-or QLoRA), the offline tiny Qwen3, resuming, forwarding the Trainer's logs to the tracker, and the stage result."""
+or QLoRA), the offline tiny Qwen3, resuming, forwarding the Trainer's logs to the tracker, saving, and the stage
+result."""
 
 from __future__ import annotations
 
@@ -18,15 +19,15 @@ from accelerate import PartialState
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from finsent.completion import LABELS
-from finsent.config import RecipeConfig, TrackingConfig, locate_key
+from finsent.config import RecipeConfig, TrackingConfig, TrainStageConfig, dump_config, locate_key
 from finsent.errors import ConfigError, DataError
-from finsent.io import atomic_write_json
+from finsent.io import atomic_write_json, atomic_write_text
 from finsent.modeling import BUILTIN_PREFIX, adapter_base, builtin_tokenizer_dir, load_model, load_tokenizer
 from finsent.tracking import Tracker, numeric_metrics, trainer_report_to
 
 if TYPE_CHECKING:
     from peft import LoraConfig
-    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer
 
 logger = logging.getLogger(__name__)
 
@@ -383,6 +384,42 @@ class TrackerCallback(TrainerCallback):
         if state.is_world_process_zero and logs:
             self.tracker.log(numeric_metrics(logs), state.global_step)
         return control
+
+
+def load_stage_model(
+    cfg: RecipeConfig, stage: TrainStageConfig, seed: int, shape: dict[str, Any], padding_side: str
+) -> tuple[PartialState, PreTrainedTokenizerBase, PreTrainedModel]:
+    """Seed, save the resolved ``config.yaml`` beside the outputs, and load the tokenizer and the model to train."""
+    from transformers import set_seed
+
+    state = PartialState()
+    set_seed(seed)
+    out = Path(stage.output_dir)
+    if state.is_main_process:
+        atomic_write_text(out / "config.yaml", dump_config(cfg))
+    model_path, tokenizer_path = resolve_model(stage.model, stage.tokenizer, stage.train_file, out, shape)
+    tokenizer = load_tokenizer(tokenizer_path, padding_side=padding_side, trust_remote_code=stage.trust_remote_code)
+    return state, tokenizer, load_training_model(model_path, stage.quantization, stage.trust_remote_code)
+
+
+def finish_training(
+    trainer: Trainer,
+    resume_from: str | None,
+    trackers: Iterable[Tracker],
+    started: float,
+) -> TrainResult:
+    """Train (resuming from ``resume_from``), save the adapter and tokenizer, close the trackers, write the result."""
+    train_output = trainer.train(resume_from_checkpoint=resume_from)
+    out = trainer.args.output_dir
+    trainer.save_model(out)
+    metrics = {k: float(v) for k, v in train_output.metrics.items() if isinstance(v, int | float)}
+    result = TrainResult(out, out, metrics, resume_from, trainer.state.best_model_checkpoint)
+    if trainer.is_world_process_zero():
+        trainer.processing_class.save_pretrained(out)
+        for tracker in trackers:
+            tracker.finish()
+        write_result(out, result, started)
+    return result
 
 
 def write_result(output_dir: str | Path, result: TrainResult, started: float) -> None:
