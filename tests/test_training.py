@@ -6,10 +6,10 @@ import pytest
 from transformers import AutoConfig, AutoTokenizer
 
 from finsent.config import load_config
-from finsent.errors import ConfigError
+from finsent.errors import ConfigError, DataError
 from finsent.modeling import builtin_tokenizer_dir, load_tokenizer
 from finsent.sft import train_sft
-from finsent.training import TINY_QWEN3, resolve_model, tiny_shape
+from finsent.training import TINY_QWEN3, read_jsonl, resolve_model, tiny_shape
 
 requires_tiny = pytest.mark.skipif(builtin_tokenizer_dir("qwen3") is None, reason="needs finsent[tiny]")
 
@@ -68,3 +68,13 @@ def test_tiny_overrides_are_refused_for_other_models_and_checked_by_name(tmp_pat
     assert f"{recipe}:5: sft.tiny.hiden_size: unknown key" in str(err.value)
     with pytest.raises(ConfigError, match="grpo.tiny"):
         load_config(None, ["grpo.tiny={num_hidden_layers: 1}"])
+
+
+def test_read_jsonl_names_the_file_and_line_of_a_row_that_is_not_an_object(tmp_path):
+    path = tmp_path / "train.jsonl"
+    path.write_text('{"messages": []}\n\n["not", "a", "row"]\n')
+    with pytest.raises(DataError, match=rf"{path}:3: expected a JSON object"):
+        read_jsonl(path)
+    path.write_text('{"messages": []}\n{"messages": \n')
+    with pytest.raises(DataError, match=rf"{path}:2: invalid JSON"):
+        read_jsonl(path)

@@ -1,4 +1,5 @@
-"""Crash-safe file writes: write to ``*.tmp`` then ``os.replace``, so a crash never leaves a file that looks done."""
+"""Crash-safe file writes (write to ``*.tmp`` then ``os.replace``, so a crash never leaves a file that looks done) and
+the one JSONL line reader whose errors name the file and the line."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from finsent.errors import FinsentError
+from finsent.errors import DataError, FinsentError
 
 # Storage failures a user fixes outside the program: the CLI reports them in one line, without a traceback.
 STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG})
@@ -61,3 +62,14 @@ def atomic_write_json(path: str | Path, data: Any) -> Path:
 def atomic_write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> Path:
     """Write one JSON object per line, atomically."""
     return atomic_write_text(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+
+
+def json_object(line: str | bytes, path: str | Path, line_no: int) -> dict[str, Any]:
+    """Parse one JSONL line into a dict; anything else is a ``DataError`` naming the file and the line."""
+    try:
+        value = json.loads(line)
+    except ValueError as err:
+        raise DataError(f"invalid JSON ({err})", path=path, line=line_no) from err
+    if not isinstance(value, dict):
+        raise DataError("", path=path, line=line_no, expected="a JSON object", got=value)
+    return value

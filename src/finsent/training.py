@@ -21,7 +21,7 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 from finsent.completion import LABELS
 from finsent.config import RecipeConfig, TrackingConfig, TrainStageConfig, dump_config, locate_key
 from finsent.errors import ConfigError, DataError
-from finsent.io import atomic_write_json, atomic_write_text
+from finsent.io import atomic_write_json, atomic_write_text, json_object
 from finsent.modeling import BUILTIN_PREFIX, adapter_base, builtin_tokenizer_dir, load_model, load_tokenizer
 from finsent.tracking import Tracker, numeric_metrics, trainer_report_to
 
@@ -317,10 +317,7 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     with open(path, encoding="utf-8") as handle:
         for number, line in enumerate(handle, 1):
             if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as err:
-                    raise DataError(f"invalid JSON ({err.msg})", path=path, line=number) from err
+                rows.append(json_object(line, path, number))
     if not rows:
         raise DataError("no rows", path=path, expected="at least one JSON line")
     return rows

@@ -29,7 +29,7 @@ from finsent.data.sources import Example
 from finsent.data.teachers import Teacher, TeacherRequest, load_teacher
 from finsent.data.validate import validate_completion
 from finsent.errors import ConfigError, DataError
-from finsent.io import atomic_write_jsonl, writing
+from finsent.io import atomic_write_jsonl, json_object, writing
 
 logger = logging.getLogger(__name__)
 
@@ -209,12 +209,7 @@ def read_records(path: Path) -> dict[str, ReasoningRecord]:
 
 
 def _parse_record(line: bytes, path: Path, line_no: int) -> ReasoningRecord:
-    try:
-        data = json.loads(line)
-    except ValueError as err:
-        raise DataError(f"invalid JSON ({err})", path=path, line=line_no) from err
-    if not isinstance(data, dict):
-        raise DataError("", path=path, line=line_no, expected="a JSON object", got=data)
+    data = json_object(line, path, line_no)
     for name in _FIELDS:
         if name not in data:
             raise DataError("missing field", path=path, line=line_no, field=name)

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from finsent.completion import LABELS, ParseStatus, PromptConfig, build_messages, parse_completion
 from finsent.config import ModelConfig, dump_config
 from finsent.errors import DataError
-from finsent.io import atomic_write_text, writing
+from finsent.io import atomic_write_text, json_object, writing
 from finsent.serve.backends import Backend
 
 logger = logging.getLogger(__name__)
@@ -164,7 +164,7 @@ def read_inputs(path: str | Path, text_column: str = "text", id_column: str = "i
                 reader = csv.DictReader(handle)
                 records = [(reader.line_num, row) for row in reader]
             else:
-                records = [(n, _json_object(line, path, n)) for n, line in enumerate(handle, start=1) if line.strip()]
+                records = [(n, json_object(line, path, n)) for n, line in enumerate(handle, start=1) if line.strip()]
     except (OSError, UnicodeDecodeError) as err:
         raise DataError(f"cannot read ({err})", path=path) from err
     rows: list[tuple[str, str]] = []
@@ -204,16 +204,6 @@ def predict_file(
     return predict_rows(
         backend, rows, output_path, prompt, batch_size=batch_size, desc=Path(input_path).name, labels=labels
     )
-
-
-def _json_object(line: str, path: Path, number: int) -> dict:
-    try:
-        record = json.loads(line)
-    except ValueError as err:
-        raise DataError(f"invalid JSON ({err})", path=path, line=number) from err
-    if not isinstance(record, dict):
-        raise DataError("", path=path, line=number, expected="a JSON object", got=record)
-    return record
 
 
 def safe_name(name: str) -> str:
