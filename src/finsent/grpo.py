@@ -38,13 +38,13 @@ from finsent.training import (
     TrainResult,
     check_model_source,
     check_quantization,
-    finish_training,
     last_checkpoint,
     load_stage_model,
     new_lora_config,
     read_jsonl,
     tiny_shape,
     tracking_defaults,
+    train_and_save,
     trainer_config,
 )
 
@@ -122,7 +122,7 @@ def train_grpo(cfg: RecipeConfig) -> TrainResult:
         peft_config=peft_config,
         callbacks=[TrackerCallback(local), plateau],
     )
-    return finish_training(trainer, resume_from, (local, opened), started)
+    return train_and_save(trainer, resume_from, (local, opened), started)
 
 
 def grpo_rows(rows: Sequence[dict[str, Any]], prompt: PromptConfig, task: str = "sentiment") -> list[dict[str, Any]]:

@@ -25,13 +25,13 @@ from finsent.training import (
     TrainResult,
     check_model_source,
     check_quantization,
-    finish_training,
     last_checkpoint,
     load_stage_model,
     new_lora_config,
     read_jsonl,
     tiny_shape,
     tracking_defaults,
+    train_and_save,
     trainer_config,
 )
 
@@ -95,7 +95,7 @@ def train_sft(cfg: RecipeConfig) -> TrainResult:
         peft_config=peft_config,
         callbacks=[TrackerCallback(local)],
     )
-    return finish_training(trainer, resume_from, (local, opened), started)
+    return train_and_save(trainer, resume_from, (local, opened), started)
 
 
 class CompactLossSFTTrainer(SFTTrainer):

@@ -342,7 +342,7 @@ def last_checkpoint(output_dir: str | Path, resume: bool) -> str | None:
     while checkpoints and not _checkpoint_complete(checkpoints[-1]):
         cut_off = checkpoints.pop()
         logger.warning("%s was cut off while saving (no readable trainer_state.json): removing it", cut_off)
-        shutil.rmtree(cut_off)
+        shutil.rmtree(cut_off, ignore_errors=True)  # every rank of a multi-GPU run may remove it
     if resume and not checkpoints:
         logger.warning("--resume: no checkpoint in %s, starting from scratch", output_dir)
     return str(checkpoints[-1]) if checkpoints else None
@@ -399,7 +399,7 @@ def load_stage_model(
     return state, tokenizer, load_training_model(model_path, stage.quantization, stage.trust_remote_code)
 
 
-def finish_training(
+def train_and_save(
     trainer: Trainer,
     resume_from: str | None,
     trackers: Iterable[Tracker],
