@@ -3,11 +3,10 @@ backend switch in the caller's process (a notebook keeps its own), and PNGs writ
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from finsent.io import cannot_write
+from finsent.io import atomic_write
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -25,14 +24,5 @@ def new_figure(width: float, height: float) -> Figure:
 
 def save_figure(fig: Figure, path: str | Path) -> Path:
     """Lay ``fig`` out and write it to ``path`` as a PNG, atomically (a crash never leaves half a picture)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
     fig.tight_layout()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(tmp, format="png", dpi=100)
-        os.replace(tmp, path)
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        raise cannot_write(path, err) from err
-    return path
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))

@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from trl import SFTTrainer
+from datasets import Dataset
+from trl import SFTConfig, SFTTrainer
 
 from finsent.config import RecipeConfig
-from finsent.data.packing import IGNORE_INDEX
+from finsent.data.packing import IGNORE_INDEX, prepare_sft_dataset
 from finsent.tracking import start_trainer_tracking
 from finsent.training import (
     TrackerCallback,
@@ -43,11 +44,6 @@ CHAT_TEMPLATE_KWARGS = {"enable_thinking": False}
 
 def train_sft(cfg: RecipeConfig) -> TrainResult:
     """Run the SFT stage of ``cfg`` and return where the adapter went."""
-    from datasets import Dataset
-    from trl import SFTConfig
-
-    from finsent.data.packing import prepare_sft_dataset
-
     started = time.perf_counter()
     stage = cfg.sft
     out = Path(stage.output_dir)

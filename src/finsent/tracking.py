@@ -136,7 +136,6 @@ def plot_metrics(series: Mapping[str, Sequence[tuple[int, float]]], plots_dir: s
     for key, points in series.items():
         if len(points) < 2:  # a one-off summary value (runtime, final loss) is no curve
             continue
-        plots_dir.mkdir(parents=True, exist_ok=True)
         fig = new_figure(6, 3.5)
         ax = fig.add_subplot()
         steps, values = zip(*points, strict=True)
