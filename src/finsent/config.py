@@ -723,15 +723,33 @@ class ServeConfig:
         default=5.0, metadata={"help": "How long the first prompt of a micro-batch waits for company."}
     )
     request_timeout_s: float = field(default=120.0, metadata={"help": "A request still waiting then gets 504."})
+    max_tokens: int = field(
+        default=256, metadata={"help": "Chat completions: longest reply in tokens; a caller's max_tokens is clamped."}
+    )
+    max_temperature: float = field(
+        default=0.0, metadata={"help": "Chat completions: highest temperature a caller gets (0: always greedy)."}
+    )
+    use_caller_system_prompt: bool = field(
+        default=False,
+        metadata={"help": "Chat completions: a caller's system message replaces the trained one (else dropped)."},
+    )
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ConfigError("", field="port", expected="a port in [0, 65535]", got=self.port)
-        for name in ("max_body_bytes", "max_batch_size", "max_text_chars", "max_concurrency", "micro_batch_size"):
+        for name in (
+            "max_body_bytes",
+            "max_batch_size",
+            "max_text_chars",
+            "max_concurrency",
+            "micro_batch_size",
+            "max_tokens",
+        ):
             if getattr(self, name) < 1:
                 raise ConfigError("", field=name, expected="an int >= 1", got=getattr(self, name))
-        if self.micro_batch_wait_ms < 0:
-            raise ConfigError("", field="micro_batch_wait_ms", expected="a number >= 0", got=self.micro_batch_wait_ms)
+        for name in ("micro_batch_wait_ms", "max_temperature"):
+            if getattr(self, name) < 0:
+                raise ConfigError("", field=name, expected="a number >= 0", got=getattr(self, name))
         if self.request_timeout_s <= 0:
             raise ConfigError("", field="request_timeout_s", expected="a number > 0", got=self.request_timeout_s)
 

@@ -8,11 +8,11 @@ import time
 import pytest
 
 from app_server import serving
-from finsent.completion import LABELS
+from finsent.completion import DEFAULT_SYSTEM_PROMPT, LABELS
 from finsent.config import ModelConfig, ServeConfig
 from finsent.errors import ConfigError, FinsentError
-from finsent.serve.app import create_app
-from finsent.serve.backends import load_backend
+from finsent.serve.app import chat_messages, chat_sampling, create_app
+from finsent.serve.backends import GREEDY, Sampling, load_backend
 
 
 class Gated:
@@ -24,12 +24,12 @@ class Gated:
         self.called = threading.Event()
         self.release = threading.Event()
 
-    def complete(self, prompts):
+    def complete(self, prompts, sampling=GREEDY):
         self.sizes.append(len(prompts))
         if len(self.sizes) == 1:
             self.called.set()
             self.release.wait(timeout=30)
-        return self.inner.complete(prompts)
+        return self.inner.complete(prompts, sampling)
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +58,7 @@ def test_sentiment_one_and_batch_health_openapi_and_page(tiny):
         health = client.get("/health").json()
         assert health == {"status": "ok", "model": "finsent", "in_flight": 0, "use_micro_batching": True}
         spec = client.get("/openapi.json").json()
-        assert {"/v1/sentiment", "/v1/chat/completions", "/health"} <= spec["paths"].keys()
+        assert {"/v1/sentiment", "/v1/chat/completions", "/v1/models", "/health"} <= spec["paths"].keys()
         page = client.get("/")
         assert page.headers["content-type"].startswith("text/html") and '<textarea id="text"' in page.text
 
@@ -66,15 +66,66 @@ def test_sentiment_one_and_batch_health_openapi_and_page(tiny):
 def test_chat_completions_serves_the_openai_backend(tiny, tiny_model_dir):
     """finsent's own OpenAI client talks to the service, which answers with the tiny model."""
     with serving(tiny) as client:
-        served = ModelConfig(path="finsent-tiny", backend="openai", base_url=f"{client.base_url}/v1", batch_size=2)
+        served = ModelConfig(
+            path="finsent-tiny", backend="openai", base_url=f"{client.base_url}/v1", batch_size=2, max_new_tokens=8
+        )
         prompts = [[{"role": "user", "content": "Sales rose."}], [{"role": "user", "content": "Sales fell."}]]
         completions = load_backend(served).complete(prompts)
-        direct = tiny.complete(prompts)
+        trained = [chat_messages(p, DEFAULT_SYSTEM_PROMPT, use_caller_system_prompt=False) for p in prompts]
+        direct = tiny.complete(trained, Sampling(max_new_tokens=8))
         assert [c.text for c in completions] == [c.text for c in direct]  # greedy: the same words either way
         reply = client.post("/v1/chat/completions", json={"model": "m", "messages": prompts[0], "temperature": 0})
         body = reply.json()
         assert body["object"] == "chat.completion" and body["model"] == "m"
         assert body["choices"][0]["message"]["role"] == "assistant" and body["usage"]["completion_tokens"] > 0
+        usage = body["usage"]
+        assert usage["prompt_tokens"] > 0
+        assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+
+
+def test_the_official_openai_client_lists_models_completes_and_streams(tiny):
+    """The unmodified ``openai`` client: /v1/models, a completion and the same completion streamed (SSE chunks);
+    a caller's max_tokens and temperature are clamped to the recipe's serve limits, so the reply is greedy."""
+    openai = pytest.importorskip("openai", reason="openai not installed: pip install 'finsent[dev]'")
+    with serving(tiny, max_tokens=6) as client:
+        api = openai.OpenAI(base_url=f"{client.base_url}/v1", api_key="unused", max_retries=0)
+        assert [(m.id, m.object) for m in api.models.list()] == [("finsent", "model")]
+        messages = [{"role": "system", "content": "Answer like a pirate."}, {"role": "user", "content": "Sales rose."}]
+        asked = {"model": "finsent", "messages": messages, "max_tokens": 1000, "temperature": 1.5}
+        reply = api.chat.completions.create(**asked)
+        chunks = list(api.chat.completions.create(**asked, stream=True))
+    with serving(tiny, max_tokens=6, use_caller_system_prompt=True) as client:
+        api = openai.OpenAI(base_url=f"{client.base_url}/v1", api_key="unused", max_retries=0)
+        allowed = api.chat.completions.create(**asked)
+    trained = chat_messages(messages, DEFAULT_SYSTEM_PROMPT, use_caller_system_prompt=False)
+    expected = tiny.complete([trained], Sampling(max_new_tokens=6))[0]  # greedy, 6 tokens, the trained system prompt
+    own = tiny.complete([messages], Sampling(max_new_tokens=6))[0]
+    assert reply.object == "chat.completion" and reply.choices[0].message.content == expected.text
+    assert reply.usage.completion_tokens == expected.completion_tokens <= 6
+    # The prompt's length shows which system message the model saw: the trained one unless the recipe allows.
+    assert reply.usage.prompt_tokens == expected.prompt_tokens != own.prompt_tokens == allowed.usage.prompt_tokens
+    assert reply.choices[0].finish_reason == expected.finish_reason
+    assert [c.object for c in chunks] == ["chat.completion.chunk"] * 3 and len({c.id for c in chunks}) == 1
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == expected.text
+    assert [c.choices[0].finish_reason for c in chunks] == [None, None, expected.finish_reason]
+
+
+def test_chat_sampling_is_clamped_and_the_system_message_kept_unless_allowed():
+    cfg = ServeConfig(max_tokens=64, max_temperature=0.7)
+    assert chat_sampling(10_000, 1.5, cfg) == Sampling(max_new_tokens=64, temperature=0.7)
+    assert chat_sampling(8, 0.2, cfg) == Sampling(max_new_tokens=8, temperature=0.2)
+    assert chat_sampling(None, None, cfg) == Sampling(max_new_tokens=64, temperature=0.0)
+    assert chat_sampling(8, 1.0, ServeConfig()) == Sampling(max_new_tokens=8, temperature=0.0)  # default: greedy
+    user = {"role": "user", "content": "Sales rose."}
+    own = {"role": "system", "content": "Answer like a pirate."}
+    trained = {"role": "system", "content": "TRAINED"}
+    assert chat_messages([own, user], "TRAINED", use_caller_system_prompt=False) == [trained, user]
+    assert chat_messages([user], "TRAINED", use_caller_system_prompt=False) == [trained, user]
+    assert chat_messages([own, user], "TRAINED", use_caller_system_prompt=True) == [own, user]
+    assert chat_messages([user], "TRAINED", use_caller_system_prompt=True) == [trained, user]
+    with pytest.raises(ConfigError, match="max_temperature: expected a number >= 0, got -1"):
+        ServeConfig(max_temperature=-1)
 
 
 def test_api_key_is_required_when_configured(tiny, monkeypatch):
@@ -86,7 +137,7 @@ def test_api_key_is_required_when_configured(tiny, monkeypatch):
             assert reply.status_code == 401 and reply.json()["detail"] == "missing or wrong API key"
             assert reply.headers["www-authenticate"] == "Bearer"
         chat = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "x"}]})
-        assert chat.status_code == 401
+        assert chat.status_code == 401 and client.get("/v1/models").status_code == 401
         assert client.post("/v1/sentiment", json=payload, headers={"Authorization": "Bearer s3cret"}).is_success
         assert client.post("/v1/sentiment", json=payload, headers={"X-API-Key": "s3cret"}).is_success
         assert client.get("/health").is_success  # liveness needs no key
@@ -121,8 +172,8 @@ def test_batch_size_text_length_and_malformed_bodies_answer_422(tiny):
         assert "JSON decode error" in detail(content=b'{"text": ', headers={"Content-Type": "application/json"})
         chat = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "x" * 21}]})
         assert chat.status_code == 422
-        streamed = {"messages": [{"role": "user", "content": "x"}], "stream": True}
-        assert client.post("/v1/chat/completions", json=streamed).status_code == 422
+        too_many = {"messages": [{"role": "user", "content": "x"}], "max_tokens": 0}
+        assert client.post("/v1/chat/completions", json=too_many).status_code == 422
 
 
 def post_in_thread(client, text):
@@ -163,7 +214,7 @@ def test_concurrency_limit_503_timeout_504_backend_error_502(tiny):
         thread.join(timeout=60)
 
     class Failing:
-        def complete(self, prompts):
+        def complete(self, prompts, sampling=GREEDY):
             raise FinsentError("http://upstream/v1/chat/completions: HTTP 500: boom")
 
     with serving(Failing()) as client:

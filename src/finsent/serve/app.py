@@ -1,7 +1,8 @@
 """The HTTP service over any predict backend (FastAPI, run with uvicorn).
 
-``POST /v1/sentiment`` labels one text or a batch; ``POST /v1/chat/completions`` speaks the OpenAI API;
-``GET /health``; the OpenAPI spec at ``/openapi.json`` (``/docs`` to try it); a small page at ``/``.
+``POST /v1/sentiment`` labels one text or a batch; ``POST /v1/chat/completions`` (streaming too) and
+``GET /v1/models`` speak the OpenAI API; ``GET /health``; the OpenAPI spec at ``/openapi.json`` (``/docs`` to try
+it); a small page at ``/``.
 Limits answer 413 (body size) or 422 (batch size, text length, malformed JSON), a missing or wrong key 401,
 a full server 503 and a slow answer 504. Usage: ``finsent serve --model runs/x/export/merged``.
 """
@@ -13,19 +14,19 @@ import os
 import secrets
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, MutableMapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, Self
 
 from fastapi import Depends, FastAPI, HTTPException, Request
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from finsent.completion import LABELS, ParseStatus, PromptConfig, build_messages, parse_completion
 from finsent.config import ServeConfig
 from finsent.errors import ConfigError, FinsentError
-from finsent.serve.backends import Backend, Completion, Prompt
+from finsent.serve.backends import GREEDY, Backend, Completion, Messages, Prompt, Sampling
 
 logger = logging.getLogger(__name__)
 access_logger = logging.getLogger("finsent.serve.access")
@@ -40,6 +41,7 @@ Send = Callable[[Message], Awaitable[None]]
 class _Job:
     prompts: list[Prompt]
     future: asyncio.Future[list[Completion]]
+    sampling: Sampling
 
 
 @dataclass
@@ -52,8 +54,8 @@ class MicroBatcher:
     wait_s: float
     queue: asyncio.Queue[_Job] = field(default_factory=asyncio.Queue)
 
-    async def complete(self, prompts: list[Prompt]) -> list[Completion]:
-        job = _Job(prompts, asyncio.get_running_loop().create_future())
+    async def complete(self, prompts: list[Prompt], sampling: Sampling = GREEDY) -> list[Completion]:
+        job = _Job(prompts, asyncio.get_running_loop().create_future(), sampling)
         self.queue.put_nowait(job)
         return await job.future
 
@@ -68,20 +70,23 @@ class MicroBatcher:
                 except TimeoutError:
                     break
             jobs = [j for j in jobs if not j.future.done()]  # requests that timed out while queued
-            if not jobs:
-                continue
-            try:
-                completions = await asyncio.to_thread(self.backend.complete, [p for j in jobs for p in j.prompts])
-            except Exception as err:  # the requests in this batch fail, the service goes on
-                for job in jobs:
-                    if not job.future.done():
-                        job.future.set_exception(err)
-                continue
-            start = 0
+            for sampling in dict.fromkeys(j.sampling for j in jobs):  # one backend call per sampling setting
+                await self._complete_batch([j for j in jobs if j.sampling == sampling], sampling)
+
+    async def _complete_batch(self, jobs: list[_Job], sampling: Sampling) -> None:
+        try:
+            prompts = [p for j in jobs for p in j.prompts]
+            completions = await asyncio.to_thread(self.backend.complete, prompts, sampling)
+        except Exception as err:  # the requests in this batch fail, the service goes on
             for job in jobs:
                 if not job.future.done():
-                    job.future.set_result(completions[start : start + len(job.prompts)])
-                start += len(job.prompts)
+                    job.future.set_exception(err)
+            return
+        start = 0
+        for job in jobs:
+            if not job.future.done():
+                job.future.set_result(completions[start : start + len(job.prompts)])
+            start += len(job.prompts)
 
 
 class BodySizeLimit:
@@ -127,6 +132,7 @@ def create_app(
         backend, cfg.micro_batch_size if cfg.use_micro_batching else 1, cfg.micro_batch_wait_ms / 1000
     )
     in_flight = 0
+    created = int(time.time())
     Text = Annotated[str, StringConstraints(min_length=1, max_length=cfg.max_text_chars)]
 
     class SentimentRequest(BaseModel):
@@ -157,12 +163,17 @@ def create_app(
         content: Text
 
     class ChatRequest(BaseModel):
-        """OpenAI chat-completions; other OpenAI fields are accepted and ignored (generation is greedy)."""
+        """OpenAI chat-completions; other OpenAI fields are accepted and ignored."""
 
         model_config = ConfigDict(extra="allow")
         model: str | None = None
         messages: list[ChatMessage] = Field(min_length=1)
-        stream: Literal[False] = Field(default=False, description="Streaming is not supported.")
+        stream: bool = Field(default=False, description="Send the reply as server-sent chat.completion.chunk events.")
+        max_tokens: int | None = Field(default=None, ge=1, description="Clamped to serve.max_tokens.")
+        max_completion_tokens: int | None = Field(default=None, ge=1, description="The same as max_tokens.")
+        temperature: float | None = Field(
+            default=None, ge=0, le=2, description="Clamped to serve.max_temperature; unset is 0 (greedy)."
+        )
 
     async def require_key(request: Request) -> None:
         if api_key is None:
@@ -171,14 +182,14 @@ def create_app(
         if not secrets.compare_digest(given.encode(), api_key.encode()):
             raise HTTPException(401, "missing or wrong API key", headers={"WWW-Authenticate": "Bearer"})
 
-    async def generate(prompts: list[Prompt]) -> list[Completion]:
+    async def generate(prompts: list[Prompt], sampling: Sampling = GREEDY) -> list[Completion]:
         nonlocal in_flight
         if in_flight >= cfg.max_concurrency:
             detail = f"server busy: {in_flight} requests in flight (serve.max_concurrency)"
             raise HTTPException(503, detail, headers={"Retry-After": "1"})
         in_flight += 1
         try:
-            return await asyncio.wait_for(batcher.complete(prompts), cfg.request_timeout_s)
+            return await asyncio.wait_for(batcher.complete(prompts, sampling), cfg.request_timeout_s)
         except TimeoutError as err:
             raise HTTPException(
                 504, f"no answer within {cfg.request_timeout_s:g} s (serve.request_timeout_s)"
@@ -215,21 +226,33 @@ def create_app(
             )
         return results[0] if body.text is not None else SentimentBatch(results=results, latency_ms=latency_ms)
 
-    @app.post("/v1/chat/completions", dependencies=[Depends(require_key)])
-    async def chat_completions(body: ChatRequest) -> dict[str, Any]:
-        """OpenAI-compatible chat completion (greedy, non-streaming)."""
-        messages = [{"role": m.role, "content": m.content} for m in body.messages]
-        completion = (await generate([messages]))[0]
+    @app.post("/v1/chat/completions", dependencies=[Depends(require_key)], response_model=None)
+    async def chat_completions(body: ChatRequest) -> dict[str, Any] | StreamingResponse:
+        """OpenAI-compatible chat completion under the recipe's limits; ``stream`` sends it as server-sent events."""
+        given = [{"role": m.role, "content": m.content} for m in body.messages]
+        messages = chat_messages(given, prompt.system, cfg.use_caller_system_prompt)
+        sampling = chat_sampling(body.max_completion_tokens or body.max_tokens, body.temperature, cfg)
+        completion = (await generate([messages], sampling))[0]
+        head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": body.model or model_name}
+        if body.stream:
+            return StreamingResponse(chat_chunks(head, completion), media_type="text/event-stream")
+        message = {"role": "assistant", "content": completion.text}
         return {
-            "id": f"chatcmpl-{uuid.uuid4().hex}",
+            **head,
             "object": "chat.completion",
-            "created": int(time.time()),
-            "model": body.model or model_name,
-            "choices": [
-                {"index": 0, "message": {"role": "assistant", "content": completion.text}, "finish_reason": "stop"}
-            ],
-            "usage": {"completion_tokens": completion.completion_tokens},
+            "choices": [{"index": 0, "message": message, "finish_reason": completion.finish_reason}],
+            "usage": {
+                "prompt_tokens": completion.prompt_tokens,
+                "completion_tokens": completion.completion_tokens,
+                "total_tokens": completion.prompt_tokens + completion.completion_tokens,
+            },
         }
+
+    @app.get("/v1/models", dependencies=[Depends(require_key)])
+    async def models() -> dict[str, Any]:
+        """The OpenAI model list: the one model served."""
+        served = {"id": model_name, "object": "model", "created": created, "owned_by": "finsent"}
+        return {"object": "list", "data": [served]}
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
@@ -274,6 +297,28 @@ def run_server(app: FastAPI, cfg: ServeConfig) -> None:
     import uvicorn
 
     uvicorn.run(app, host=cfg.host, port=cfg.port, access_log=False, timeout_keep_alive=5)
+
+
+def chat_messages(messages: Messages, system: str, use_caller_system_prompt: bool) -> Messages:
+    """Return what the model sees: the trained system prompt first, or the caller's own where the recipe allows it."""
+    if use_caller_system_prompt and any(m["role"] == "system" for m in messages):
+        return messages
+    return [{"role": "system", "content": system}, *(m for m in messages if m["role"] != "system")]
+
+
+def chat_sampling(max_tokens: int | None, temperature: float | None, cfg: ServeConfig) -> Sampling:
+    """Return the caller's sampling clamped to ``serve.max_tokens`` and ``serve.max_temperature`` (unset: greedy)."""
+    return Sampling(min(max_tokens or cfg.max_tokens, cfg.max_tokens), min(temperature or 0.0, cfg.max_temperature))
+
+
+def chat_chunks(head: dict[str, Any], completion: Completion) -> Iterator[str]:
+    """Yield a finished completion as OpenAI ``chat.completion.chunk`` server-sent events: the role, the content,
+    the finish reason, then ``[DONE]``. The backend generates whole completions, so the content is one chunk."""
+    deltas = [({"role": "assistant", "content": ""}, None), ({"content": completion.text}, None)]
+    for delta, finish_reason in [*deltas, ({}, completion.finish_reason)]:
+        choice = {"index": 0, "delta": delta, "finish_reason": finish_reason}
+        yield f"data: {json.dumps({**head, 'object': 'chat.completion.chunk', 'choices': [choice]})}\n\n"
+    yield "data: [DONE]\n\n"
 
 
 def _read_api_key(env: str | None) -> str | None:

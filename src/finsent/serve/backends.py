@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import httpx
 
@@ -31,12 +31,25 @@ class Completion:
     text: str
     latency_ms: float  # from sending this prompt to having its reply (a batch's prompts share the batch's time)
     completion_tokens: int
+    prompt_tokens: int = 0
+    finish_reason: Literal["stop", "length"] = "stop"  # length: cut at the token limit
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How to generate: ``max_new_tokens=None`` is the backend's own limit, ``temperature=0`` is greedy."""
+
+    max_new_tokens: int | None = None
+    temperature: float = 0.0
+
+
+GREEDY = Sampling()
 
 
 class Backend(Protocol):
     """Turns prompts (a text, taken as one user message, or chat messages) into completions, in order."""
 
-    def complete(self, prompts: Sequence[Prompt]) -> list[Completion]: ...
+    def complete(self, prompts: Sequence[Prompt], sampling: Sampling = GREEDY) -> list[Completion]: ...
 
 
 BackendFactory = Callable[[ModelConfig], Backend]
@@ -69,7 +82,7 @@ class TransformersBackend:
             as_messages(prompt), tokenize=False, add_generation_prompt=True, enable_thinking=False
         )
 
-    def complete(self, prompts: Sequence[Prompt]) -> list[Completion]:
+    def complete(self, prompts: Sequence[Prompt], sampling: Sampling = GREEDY) -> list[Completion]:
         import torch
 
         if not prompts:
@@ -78,23 +91,26 @@ class TransformersBackend:
         batch = self.tokenizer(
             [self.render(p) for p in prompts], return_tensors="pt", padding=True, add_special_tokens=False
         ).to(self.model.device)
+        is_sampled = sampling.temperature > 0
         start = time.perf_counter()
         with torch.inference_mode():
             output = self.model.generate(
                 **batch,
-                max_new_tokens=self.cfg.max_new_tokens,
-                do_sample=False,
-                temperature=None,
+                max_new_tokens=sampling.max_new_tokens or self.cfg.max_new_tokens,
+                do_sample=is_sampled,
+                temperature=sampling.temperature if is_sampled else None,
                 top_p=None,
                 top_k=None,
                 pad_token_id=self.tokenizer.pad_token_id,
             )
         latency_ms = (time.perf_counter() - start) * 1000
         completions = []
-        for row in output[:, batch["input_ids"].shape[1] :].tolist():
-            n_tokens = next((i + 1 for i, token in enumerate(row) if token in self.eos_ids), len(row))
+        prompt_tokens = batch["attention_mask"].sum(1).tolist()
+        for row, n_prompt in zip(output[:, batch["input_ids"].shape[1] :].tolist(), prompt_tokens, strict=True):
+            ends = next((i + 1 for i, token in enumerate(row) if token in self.eos_ids), None)
+            n_tokens = ends or len(row)
             text = self.tokenizer.decode(row[:n_tokens], skip_special_tokens=True)
-            completions.append(Completion(text, latency_ms, n_tokens))
+            completions.append(Completion(text, latency_ms, n_tokens, n_prompt, "stop" if ends else "length"))
         return completions
 
 
@@ -114,18 +130,18 @@ class OpenAIBackend:
             transport=httpx.HTTPTransport(retries=3),
         )
 
-    def complete(self, prompts: Sequence[Prompt]) -> list[Completion]:
+    def complete(self, prompts: Sequence[Prompt], sampling: Sampling = GREEDY) -> list[Completion]:
         if not prompts:
             return []
         with ThreadPoolExecutor(max_workers=min(self.cfg.batch_size, len(prompts))) as pool:
-            return list(pool.map(self._complete_one, prompts))
+            return list(pool.map(self._complete_one, prompts, [sampling] * len(prompts)))
 
-    def _complete_one(self, prompt: Prompt) -> Completion:
+    def _complete_one(self, prompt: Prompt, sampling: Sampling) -> Completion:
         payload = {
             "model": self.cfg.path,
             "messages": as_messages(prompt),
-            "max_tokens": self.cfg.max_new_tokens,
-            "temperature": 0.0,
+            "max_tokens": sampling.max_new_tokens or self.cfg.max_new_tokens,
+            "temperature": sampling.temperature,
         }
         url = f"{self.cfg.base_url.rstrip('/')}/chat/completions"
         start = time.perf_counter()
@@ -133,7 +149,8 @@ class OpenAIBackend:
             response = self.client.post("/chat/completions", json=payload)
             response.raise_for_status()
             body: dict[str, Any] = response.json()
-            text = body["choices"][0]["message"]["content"] or ""
+            choice = body["choices"][0]
+            text = choice["message"]["content"] or ""
         except httpx.HTTPStatusError as err:
             raise FinsentError(f"{url}: HTTP {err.response.status_code}: {err.response.text[:300]}") from err
         except httpx.HTTPError as err:
@@ -141,8 +158,15 @@ class OpenAIBackend:
         except (ValueError, KeyError, IndexError, TypeError) as err:
             raise FinsentError(f"{url}: not a chat-completions reply ({err!r})") from err
         latency_ms = (time.perf_counter() - start) * 1000
-        tokens = (body.get("usage") or {}).get("completion_tokens")
-        return Completion(text, latency_ms, int(tokens) if tokens is not None else len(text.split()))
+        usage = body.get("usage") or {}
+        tokens = usage.get("completion_tokens")
+        return Completion(
+            text,
+            latency_ms,
+            int(tokens) if tokens is not None else len(text.split()),
+            int(usage.get("prompt_tokens") or 0),
+            "length" if choice.get("finish_reason") == "length" else "stop",
+        )
 
 
 @BACKENDS.register("llamacpp")
@@ -172,13 +196,21 @@ class LlamaCppBackend:
         )
         return rendered[0]
 
-    def complete(self, prompts: Sequence[Prompt]) -> list[Completion]:
+    def complete(self, prompts: Sequence[Prompt], sampling: Sampling = GREEDY) -> list[Completion]:
         completions = []
         for prompt in prompts:
             start = time.perf_counter()
-            out = self.llm.create_completion(self.render(prompt), max_tokens=self.cfg.max_new_tokens, temperature=0.0)
+            out = self.llm.create_completion(
+                self.render(prompt),
+                max_tokens=sampling.max_new_tokens or self.cfg.max_new_tokens,
+                temperature=sampling.temperature,
+            )
             latency_ms = (time.perf_counter() - start) * 1000
-            completions.append(Completion(out["choices"][0]["text"], latency_ms, out["usage"]["completion_tokens"]))
+            choice, usage = out["choices"][0], out["usage"]
+            reason = "length" if choice["finish_reason"] == "length" else "stop"
+            completions.append(
+                Completion(choice["text"], latency_ms, usage["completion_tokens"], usage["prompt_tokens"], reason)
+            )
         return completions
 
 
