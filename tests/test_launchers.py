@@ -155,3 +155,67 @@ def test_launch_path_on_cpu_accelerate_and_two_process_torchrun(tmp_path, phrase
     }
     # Two ranks see twice the rows per step: twice the share of an epoch in the same two steps.
     assert epochs["ddp"] == pytest.approx(2 * epochs["single"], rel=0.05)
+
+
+@pytest.mark.slow
+def test_finsent_run_trains_sft_and_grpo_on_two_ddp_processes_over_gloo(tmp_path):
+    """`accelerate launch --config_file launchers/accelerate/multi_gpu.yaml --num_processes 2` with accelerate's CPU
+    switch: two ranks on gloo train the tiny SFT and a short GRPO through `finsent run`. The main process alone runs
+    the data stage and prints the summary; the adapter saved loads and predicts.
+
+    (`accelerate launch --cpu --num_processes 2` starts one process: accelerate runs several CPU processes only
+    through mpirun. Its torch launcher, the multi_gpu config, starts two, and ACCELERATE_USE_CPU puts them on gloo.)
+    """
+    from finsent.completion import PromptConfig
+    from finsent.config import ModelConfig
+    from finsent.serve.backends import load_backend
+    from finsent.serve.predict import predict_texts
+
+    steps, batch = 2, 4
+    done = subprocess.run(
+        [
+            str(BIN / "accelerate"),
+            "launch",
+            "--config_file",
+            str(REPO / "launchers/accelerate/multi_gpu.yaml"),
+            "--num_processes",
+            "2",
+            "--mixed_precision",
+            "no",
+            "-m",
+            "finsent",
+            "run",
+            "--config",
+            "tiny-cpu",
+            "--stages",
+            "data,sft,grpo",
+            f"output_dir={tmp_path}",
+            "data.sources=[{name: demo, num_examples: 60}]",
+            f"sft.trainer.max_steps={steps}",
+            f"sft.trainer.per_device_train_batch_size={batch}",
+            "sft.trainer.packing=false",  # one row per conversation, so the epoch counts the ranks
+            f"grpo.trainer.max_steps={steps}",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"},
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stderr.count("finsent.run: sft: running") == 2  # both ranks trained
+    assert done.stderr.count("finsent.data.sources: demo:") == 1  # the main process alone read and wrote the data
+    assert done.stdout.count("finsent run:") == 1
+    state = json.loads((tmp_path / "run.json").read_text())
+    assert {stage: s["status"] for stage, s in state.items()} == {"data": "done", "sft": "done", "grpo": "done"}
+    generations = next((tmp_path / "data").glob("generations-*.jsonl")).read_text().splitlines()
+    sent = json.loads((tmp_path / "data" / "report.json").read_text())["funnel"]["sent to teacher"]
+    assert len({json.loads(line)["id"] for line in generations}) == len(generations) == sent
+    rows = len((tmp_path / "data" / "train.jsonl").read_text().splitlines())
+    sft = json.loads((tmp_path / "sft" / "result.json").read_text())
+    # Two ranks split each epoch: twice the share of an epoch per step that one process would take.
+    assert sft["metrics"]["epoch"] == pytest.approx(steps / -(-rows // (2 * batch)))
+    grpo = json.loads((tmp_path / "grpo" / "result.json").read_text())
+    assert grpo["metrics"]["train_runtime"] > 0 and (tmp_path / "grpo" / "config.yaml").is_file()
+    backend = load_backend(ModelConfig(path=str(tmp_path / "grpo"), max_new_tokens=8))
+    predictions = predict_texts(backend, ["Net sales rose 12% to EUR 85 million."], PromptConfig())
+    assert predictions[0].status in ("ok", "fallback", "missing") and predictions[0].completion_tokens > 0

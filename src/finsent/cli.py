@@ -78,6 +78,10 @@ def _run_and_print(cfg: RecipeConfig, stages: list[str] | None) -> int:
     from finsent.run import run_recipe
 
     outcomes = run_recipe(cfg, stages)
+    from accelerate import PartialState
+
+    if not PartialState().is_main_process:  # launched with accelerate or torchrun: one summary, not one per rank
+        return 0
     printers = {"data": _print_data_summary, "eval": _print_eval_summary}
     for outcome in outcomes:
         if outcome.result is not None and outcome.stage in printers:

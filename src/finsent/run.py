@@ -2,7 +2,9 @@
 
 Usage: ``finsent run --config recipes/tiny-cpu.yaml`` or ``run_recipe(load_config("tiny-cpu"))``.
 Each stage's fingerprint hashes its own section, the shared prompt and the fingerprint of the stage before it, so a
-changed config re-runs the stage it touches and every stage after it, and nothing else.
+changed config re-runs the stage it touches and every stage after it, and nothing else. Launched on several processes
+(``accelerate launch``, ``torchrun``), every rank trains SFT and GRPO together while the main process alone runs the
+other stages and writes ``run.json``; the ranks wait for each other between stages.
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from accelerate import PartialState
+from accelerate.utils import parse_flag_from_env
+
 from finsent.config import STAGES, RecipeConfig, config_hash
 from finsent.io import atomic_write_json
 
@@ -29,6 +34,7 @@ _STAGE_FUNCTIONS = {
     "export": "finsent.export:export_model",
     "eval": "finsent.eval:evaluate_model",
 }
+_DISTRIBUTED_STAGES = ("sft", "grpo")  # the others run on the main process only
 
 
 @dataclass(frozen=True)
@@ -54,6 +60,9 @@ def stage_fingerprints(cfg: RecipeConfig) -> dict[str, str]:
 
 def run_recipe(cfg: RecipeConfig, stages: list[str] | None = None) -> list[StageOutcome]:
     """Run ``stages`` (default: the recipe's) in order; a finished stage with the same fingerprint is skipped."""
+    # Without CUDA the ranks talk over gloo, which accelerate sets up only for cpu=True: take it from accelerate's
+    # own switch (set by `accelerate launch --cpu`), as TrainingArguments does, so both see the same processes.
+    process = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
     state_path = Path(cfg.output_dir) / "run.json"
     state: dict[str, Any] = json.loads(state_path.read_text()) if state_path.is_file() else {}
     fingerprints = stage_fingerprints(cfg)
@@ -63,22 +72,30 @@ def run_recipe(cfg: RecipeConfig, stages: list[str] | None = None) -> list[Stage
         out = Path(section.output_dir)
         previous = state.get(stage, {})
         same_config = previous.get("fingerprint") == fingerprints[stage]
-        if same_config and previous.get("status") == "done" and (out / "result.json").is_file():
+        is_done = same_config and previous.get("status") == "done" and (out / "result.json").is_file()
+        process.wait_for_everyone()  # every rank has decided before the main process changes a file
+        if is_done:
             logger.info("%s: finished with this config, skipped (%s)", stage, out)
             outcomes.append(StageOutcome(stage, "skipped", str(out), 0.0))
             continue
         resuming = same_config and previous.get("status") == "started"
-        if not resuming:
-            _remove_stale_checkpoints(out)
         if hasattr(section, "resume"):
             section.resume = resuming
         state[stage] = {"fingerprint": fingerprints[stage], "status": "started"}
-        atomic_write_json(state_path, state)
+        if process.is_main_process:
+            if not resuming:
+                _remove_stale_checkpoints(out)
+            atomic_write_json(state_path, state)
+        process.wait_for_everyone()
         logger.info("%s: %s -> %s", stage, "resuming" if resuming else "running", out)
         start = time.perf_counter()
-        result = _stage_function(stage)(cfg)
+        result = None
+        if stage in _DISTRIBUTED_STAGES or process.is_main_process:
+            result = _stage_function(stage)(cfg)
+        process.wait_for_everyone()
         state[stage]["status"] = "done"
-        atomic_write_json(state_path, state)
+        if process.is_main_process:
+            atomic_write_json(state_path, state)
         seconds = time.perf_counter() - start
         outcomes.append(StageOutcome(stage, "resumed" if resuming else "ran", str(out), seconds, result))
     return outcomes
