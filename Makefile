@@ -6,8 +6,9 @@ BIN := $(VENV)/bin
 .PHONY: setup demo test lint bench clean
 
 # The gguf extra compiles llama.cpp (llama-cpp-python, ~9 min on 2 cores the first time, then from pip's cache);
-# `make demo EXTRAS=dev` leaves it out, and the quickstart then skips the GGUF files, saying so.
-EXTRAS ?= dev,gguf
+# `make demo EXTRAS=dev` leaves it out, and the quickstart then skips the GGUF files, saying so. llamacpp-server adds
+# llama.cpp's OpenAI-compatible server, which the teacher test runs against (no second build).
+EXTRAS ?= dev,gguf,llamacpp-server
 
 $(BIN)/finsent: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
