@@ -19,6 +19,7 @@ import trl
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
+from finsent.checks import validate_recipe
 from finsent.cli import main
 from finsent.config import load_config
 from finsent.errors import ConfigError
@@ -163,7 +164,7 @@ def test_unknown_reward_lists_the_known_ones(tmp_path):
     recipe = tmp_path / "r.yaml"
     recipe.write_text("grpo:\n  rewards: [format, corectness]\n")
     with pytest.raises(ConfigError) as err:
-        load_config(recipe)
+        validate_recipe(load_config(recipe))
     assert f"{recipe}:2: grpo.rewards.1" in str(err.value) and "Did you mean 'correctness'" in str(err.value)
 
 
@@ -184,7 +185,7 @@ def test_an_adapter_is_trained_on_as_it_is(tmp_path, phrasebank_data_dir):
 def test_grpo_rows_use_the_shared_prompt_and_keep_the_reward_columns(phrasebank_data_dir):
     cfg = load_config(None, ["prompt.user_template='Headline: {text}'"])
     row = read_jsonl(phrasebank_data_dir / "train.jsonl")[0]
-    (grpo_row,) = grpo_rows([row], cfg.prompt)
+    (grpo_row,) = grpo_rows([row], cfg.get_task())
     assert grpo_row["prompt"] == [
         {"role": "system", "content": cfg.prompt.system},
         {"role": "user", "content": f"Headline: {row['text']}"},

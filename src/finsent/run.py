@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from finsent.checks import validate_recipe
 from finsent.config import STAGES, RecipeConfig, config_hash
 from finsent.io import atomic_write_json
 
@@ -54,11 +55,13 @@ def stage_fingerprints(cfg: RecipeConfig) -> dict[str, str]:
 
 def run_recipe(cfg: RecipeConfig, stages: list[str] | None = None) -> list[StageOutcome]:
     """Run ``stages`` (default: the recipe's) in order; a finished stage with the same fingerprint is skipped."""
+    selected = [s for s in STAGES if s in (stages or cfg.stages)]
+    validate_recipe(cfg, selected)  # every stage's names and combinations, before the first one starts
     state_path = Path(cfg.output_dir) / "run.json"
     state: dict[str, Any] = json.loads(state_path.read_text()) if state_path.is_file() else {}
     fingerprints = stage_fingerprints(cfg)
     outcomes = []
-    for stage in [s for s in STAGES if s in (stages or cfg.stages)]:
+    for stage in selected:
         section = getattr(cfg, stage)
         out = Path(section.output_dir)
         previous = state.get(stage, {})

@@ -15,7 +15,8 @@ import pytest
 from fake_openai_server import FakeOpenAIServer, Reply, scripted
 from finsent.completion import parse_completion
 from finsent.config import SourceConfig, TeacherConfig, ValidationConfig, load_config
-from finsent.data.sources import RowErrors, load_source
+from finsent.data.readers import RowErrors
+from finsent.data.sources import load_source
 from finsent.data.teachers import TEACHERS, TeacherRequest, backoff_s, load_teacher
 from finsent.data.validate import validate_completion
 from finsent.errors import ConfigError

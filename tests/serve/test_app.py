@@ -13,6 +13,7 @@ from finsent.config import ModelConfig, ServeConfig
 from finsent.errors import ConfigError, FinsentError
 from finsent.serve.app import create_app
 from finsent.serve.backends import load_backend
+from finsent.tasks import TASKS
 
 
 class Gated:
@@ -50,7 +51,7 @@ def test_sentiment_one_and_batch_health_openapi_and_page(tiny):
         one = client.post("/v1/sentiment", json={"text": "Net sales rose 12% to EUR 85 million."})
         assert one.status_code == 200, one.text
         body = one.json()
-        assert body.keys() == {"label", "reasoning", "status", "latency_ms"}
+        assert body.keys() == {"label", "display_name", "reasoning", "status", "latency_ms"}
         assert body["label"] in (*LABELS, None) and body["status"] in ("ok", "fallback", "missing")
         assert body["latency_ms"] > 0 and one.headers["x-request-id"]
         batch = client.post("/v1/sentiment", json={"texts": ["Shares fell.", "Profit doubled.", "No change."]})
@@ -92,7 +93,7 @@ def test_api_key_is_required_when_configured(tiny, monkeypatch):
         assert client.get("/health").is_success  # liveness needs no key
     monkeypatch.delenv("FINSENT_TEST_API_KEY")
     with pytest.raises(ConfigError, match="serve.api_key_env: the API key variable FINSENT_TEST_API_KEY is not set"):
-        create_app(tiny, ServeConfig(api_key_env="FINSENT_TEST_API_KEY"))
+        create_app(tiny, ServeConfig(api_key_env="FINSENT_TEST_API_KEY"), TASKS.get("sentiment"))
 
 
 def test_body_size_limit_answers_413_declared_or_streamed(tiny):

@@ -25,6 +25,7 @@ import httpx
 
 from finsent.completion import render_completion, strip_think
 from finsent.config import TeacherConfig
+from finsent.data.transactions import CATEGORY_NAMES, categorize
 from finsent.errors import ConfigError
 from finsent.lexicon import find_cues, load_lexicon
 from finsent.registry import Registry
@@ -65,21 +66,6 @@ class Teacher(Protocol):
 
 TeacherFactory = Callable[[TeacherConfig], Teacher]
 TEACHERS: Registry[TeacherFactory] = Registry("teacher")
-# The offline teachers explain one task each; model teachers (openai, vllm) explain any task their prompt sets.
-TEACHER_TASKS: dict[str, str] = {"lexicon": "sentiment", "rules": "transactions"}
-
-
-def check_teacher_task(name: str, task: str) -> None:
-    """Fail when teacher ``name`` explains only another task than ``task``."""
-    explains = TEACHER_TASKS.get(name)
-    if explains is not None and explains != task:
-        fits = sorted({n for n, t in TEACHER_TASKS.items() if t == task} | {"openai", "vllm"})
-        raise ConfigError(
-            f"the {name} teacher explains {explains} only",
-            field="data.teacher.name",
-            expected="|".join(fits),
-            got=name,
-        )
 
 
 def load_teacher(cfg: TeacherConfig) -> Teacher:
@@ -127,8 +113,12 @@ _DISAGREE = (
 
 
 class TemplateTeacher:
-    """An offline teacher that fills templates: ``explain`` writes each completion from a seeded generator."""
+    """An offline teacher that fills templates: ``explain`` writes each completion from a seeded generator.
 
+    Unlike model teachers, it explains one task only (``task``), which the recipe checks name.
+    """
+
+    task: str
     seed: int
 
     def generate(
@@ -150,6 +140,8 @@ class LexiconTeacher(TemplateTeacher):
     Guided mode ends with the gold label; blind mode answers with the cue words' polarity. The teacher name
     ``lexicon`` in every record marks the data as baseline reasoning; ``teacher.lexicon`` picks the word lists.
     """
+
+    task = "sentiment"
 
     def __init__(self, cfg: TeacherConfig) -> None:
         self.lexicon = load_lexicon(cfg.lexicon)
@@ -220,13 +212,13 @@ class RulesTeacher(TemplateTeacher):
     shared with the ``rules`` baseline.
     """
 
+    task = "transactions"
+
     def __init__(self, cfg: TeacherConfig) -> None:
         self.seed = cfg.seed
 
     def explain(self, text: str, gold_label: str | None, rng: random.Random) -> str:
         """Return a completion for ``text``: the deciding keyword, the amount, then ``gold_label`` (or the rules')."""
-        from finsent.data.transactions import CATEGORY_NAMES, categorize
-
         match = categorize(text)
         label = gold_label or match.label
         name = CATEGORY_NAMES.get(label, label)

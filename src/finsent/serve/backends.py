@@ -15,9 +15,13 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import httpx
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers.utils.chat_template_utils import render_jinja_template
 
 from finsent.config import ModelConfig
 from finsent.errors import ConfigError, FinsentError
+from finsent.modeling import load_model, load_tokenizer
 from finsent.registry import Registry
 
 Messages = list[dict[str, str]]
@@ -49,19 +53,25 @@ def as_messages(prompt: Prompt) -> Messages:
 
 
 @BACKENDS.register("transformers")
-class TransformersBackend:
+def load_transformers(cfg: ModelConfig) -> TransformersBackend:
     """Any causal LM by hub id or path, LoRA adapters on top; batched greedy generation on CPU or GPU."""
+    tokenizer = load_tokenizer(cfg.path, padding_side="left", trust_remote_code=cfg.trust_remote_code)
+    model = load_model(
+        cfg.path, adapter=cfg.adapter, dtype=cfg.dtype, device=cfg.device, trust_remote_code=cfg.trust_remote_code
+    )
+    return TransformersBackend(model, tokenizer, cfg.max_new_tokens, cfg.batch_size)
 
-    def __init__(self, cfg: ModelConfig) -> None:
-        from finsent.modeling import load_model, load_tokenizer
 
-        self.cfg = cfg
-        self.tokenizer = load_tokenizer(cfg.path, padding_side="left", trust_remote_code=cfg.trust_remote_code)
-        self.model = load_model(
-            cfg.path, adapter=cfg.adapter, dtype=cfg.dtype, device=cfg.device, trust_remote_code=cfg.trust_remote_code
-        )
-        eos = self.model.generation_config.eos_token_id
-        self.eos_ids = set(eos if isinstance(eos, list) else [eos]) | {self.tokenizer.eos_token_id}
+class TransformersBackend:
+    """A loaded causal LM and its tokenizer (also a model in training): greedy generation in batches."""
+
+    def __init__(
+        self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, max_new_tokens: int, batch_size: int
+    ) -> None:
+        self.model, self.tokenizer = model, tokenizer
+        self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
+        eos = model.generation_config.eos_token_id
+        self.eos_ids = set(eos if isinstance(eos, list) else [eos]) | {tokenizer.eos_token_id}
 
     def render(self, prompt: Prompt) -> str:
         """Return the chat-templated prompt; Qwen3's thinking is off, as in training."""
@@ -70,19 +80,25 @@ class TransformersBackend:
         )
 
     def complete(self, prompts: Sequence[Prompt]) -> list[Completion]:
-        import torch
+        completions = []
+        for i in range(0, len(prompts), self.batch_size):
+            completions.extend(self._complete_batch(prompts[i : i + self.batch_size]))
+        return completions
 
-        if not prompts:
-            return []
+    def _complete_batch(self, prompts: Sequence[Prompt]) -> list[Completion]:
         # Left padding keeps every prompt's last token next to its first generated token.
         batch = self.tokenizer(
-            [self.render(p) for p in prompts], return_tensors="pt", padding=True, add_special_tokens=False
+            [self.render(p) for p in prompts],
+            return_tensors="pt",
+            padding=True,
+            padding_side="left",
+            add_special_tokens=False,
         ).to(self.model.device)
         start = time.perf_counter()
         with torch.inference_mode():
             output = self.model.generate(
                 **batch,
-                max_new_tokens=self.cfg.max_new_tokens,
+                max_new_tokens=self.max_new_tokens,
                 do_sample=False,
                 temperature=None,
                 top_p=None,
@@ -165,8 +181,6 @@ class LlamaCppBackend:
     def render(self, prompt: Prompt) -> str:
         """Return the prompt rendered with the GGUF's own chat template, thinking off as in training."""
         # llama-cpp-python's chat handler cannot pass enable_thinking, so the template is rendered here.
-        from transformers.utils.chat_template_utils import render_jinja_template
-
         rendered, _ = render_jinja_template(
             [as_messages(prompt)], chat_template=self.template, add_generation_prompt=True, enable_thinking=False
         )
