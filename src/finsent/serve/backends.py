@@ -12,9 +12,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Protocol
-
-import httpx
+from typing import Protocol
 
 from finsent.config import ModelConfig
 from finsent.errors import ConfigError, FinsentError
@@ -103,16 +101,13 @@ class OpenAIBackend:
     """Any OpenAI-compatible chat-completions server (vLLM, Ollama, llama.cpp server, OpenAI); greedy."""
 
     def __init__(self, cfg: ModelConfig) -> None:
+        import openai  # here, not at the top: it takes most of a second to import
+
         self.cfg = cfg
-        api_key = os.environ.get(cfg.api_key_env)
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        # Retries here cover failed connections only; a request that reached the server and failed is an error.
-        self.client = httpx.Client(
-            base_url=cfg.base_url.rstrip("/"),
-            headers=headers,
-            timeout=cfg.timeout_s,
-            transport=httpx.HTTPTransport(retries=3),
-        )
+        self.url = f"{cfg.base_url.rstrip('/')}/chat/completions"
+        # The client refuses to start without a key; keyless servers (vLLM, llama.cpp) ignore this placeholder.
+        api_key = os.environ.get(cfg.api_key_env) or "EMPTY"
+        self.client = openai.OpenAI(base_url=cfg.base_url, api_key=api_key, max_retries=3, timeout=cfg.timeout_s)
 
     def complete(self, prompts: Sequence[Prompt]) -> list[Completion]:
         if not prompts:
@@ -121,27 +116,22 @@ class OpenAIBackend:
             return list(pool.map(self._complete_one, prompts))
 
     def _complete_one(self, prompt: Prompt) -> Completion:
-        payload = {
-            "model": self.cfg.path,
-            "messages": as_messages(prompt),
-            "max_tokens": self.cfg.max_new_tokens,
-            "temperature": 0.0,
-        }
-        url = f"{self.cfg.base_url.rstrip('/')}/chat/completions"
+        import openai
+
         start = time.perf_counter()
         try:
-            response = self.client.post("/chat/completions", json=payload)
-            response.raise_for_status()
-            body: dict[str, Any] = response.json()
-            text = body["choices"][0]["message"]["content"] or ""
-        except httpx.HTTPStatusError as err:
-            raise FinsentError(f"{url}: HTTP {err.response.status_code}: {err.response.text[:300]}") from err
-        except httpx.HTTPError as err:
-            raise FinsentError(f"{url}: {type(err).__name__}: {err}") from err
-        except (ValueError, KeyError, IndexError, TypeError) as err:
-            raise FinsentError(f"{url}: not a chat-completions reply ({err!r})") from err
+            completion = self.client.chat.completions.create(
+                model=self.cfg.path, messages=as_messages(prompt), max_tokens=self.cfg.max_new_tokens, temperature=0.0
+            )
+            text = completion.choices[0].message.content or ""
+        except openai.APIStatusError as err:
+            raise FinsentError(f"{self.url}: HTTP {err.status_code}: {err.response.text[:300]}") from err
+        except openai.APIConnectionError as err:
+            raise FinsentError(f"{self.url}: {type(err).__name__}: {err}") from err
+        except (ValueError, AttributeError, IndexError, TypeError) as err:
+            raise FinsentError(f"{self.url}: not a chat-completions reply ({err!r})") from err
         latency_ms = (time.perf_counter() - start) * 1000
-        tokens = (body.get("usage") or {}).get("completion_tokens")
+        tokens = completion.usage.completion_tokens if completion.usage else None
         return Completion(text, latency_ms, int(tokens) if tokens is not None else len(text.split()))
 
 
