@@ -35,8 +35,8 @@ def _examples(labeled: dict[str, str]) -> list[Example]:
 
 def _openai_cfg(url: str, **overrides: Any) -> TeacherConfig:
     settings: dict[str, Any] = dict(
-        name="openai", model="fake", base_urls=[url], timeout_s=TIMEOUT_S, max_retries=2, backoff_s=0.01,
-        max_backoff_s=0.05, max_concurrency=4, attempts_per_example=2, temperature=0.6, temperature_step=0.2,
+        name="openai", model="fake", base_urls=[url], timeout_s=TIMEOUT_S, max_retries=2, max_concurrency=4,
+        attempts_per_example=2, temperature=0.6, temperature_step=0.2,
     )  # fmt: skip
     settings.update(overrides)
     return TeacherConfig(**settings)

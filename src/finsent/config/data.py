@@ -66,12 +66,13 @@ class TeacherConfig:
     max_concurrency: int = field(
         default=16, metadata={"help": "Requests in flight at once, over all base URLs (vllm: prompts per batch)."}
     )
-    timeout_s: float = field(default=120.0, metadata={"help": "Per-request timeout in seconds."})
-    max_retries: int = field(default=5, metadata={"help": "HTTP retries on 429/5xx/timeouts/connection errors."})
-    backoff_s: float = field(
-        default=1.0, metadata={"help": "First backoff in seconds; doubles per retry, with jitter."}
+    timeout_s: float = field(
+        default=120.0, metadata={"help": "HTTP timeout in seconds: to connect, and for each wait on the server."}
     )
-    max_backoff_s: float = field(default=60.0, metadata={"help": "Longest wait between HTTP retries, in seconds."})
+    max_retries: int = field(
+        default=5,
+        metadata={"help": "HTTP retries on 408/409/429/5xx, timeouts, dropped connections, unreadable replies."},
+    )
     attempts_per_example: int = field(
         default=3, metadata={"help": "Tries per example when a reply fails validation; temperature rises each try."}
     )

@@ -12,9 +12,9 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
-import httpx
+import openai
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils.chat_template_utils import render_jinja_template
@@ -120,15 +120,10 @@ class OpenAIBackend:
 
     def __init__(self, cfg: ModelConfig) -> None:
         self.cfg = cfg
-        api_key = os.environ.get(cfg.api_key_env)
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        # Retries here cover failed connections only; a request that reached the server and failed is an error.
-        self.client = httpx.Client(
-            base_url=cfg.base_url.rstrip("/"),
-            headers=headers,
-            timeout=cfg.timeout_s,
-            transport=httpx.HTTPTransport(retries=3),
-        )
+        self.url = f"{cfg.base_url.rstrip('/')}/chat/completions"
+        # The client refuses to start without a key; keyless servers (vLLM, llama.cpp) ignore this placeholder.
+        api_key = os.environ.get(cfg.api_key_env) or "EMPTY"
+        self.client = openai.OpenAI(base_url=cfg.base_url, api_key=api_key, max_retries=3, timeout=cfg.timeout_s)
 
     def complete(self, prompts: Sequence[Prompt]) -> list[Completion]:
         if not prompts:
@@ -137,27 +132,20 @@ class OpenAIBackend:
             return list(pool.map(self._complete_one, prompts))
 
     def _complete_one(self, prompt: Prompt) -> Completion:
-        payload = {
-            "model": self.cfg.path,
-            "messages": as_messages(prompt),
-            "max_tokens": self.cfg.max_new_tokens,
-            "temperature": 0.0,
-        }
-        url = f"{self.cfg.base_url.rstrip('/')}/chat/completions"
         start = time.perf_counter()
         try:
-            response = self.client.post("/chat/completions", json=payload)
-            response.raise_for_status()
-            body: dict[str, Any] = response.json()
-            text = body["choices"][0]["message"]["content"] or ""
-        except httpx.HTTPStatusError as err:
-            raise FinsentError(f"{url}: HTTP {err.response.status_code}: {err.response.text[:300]}") from err
-        except httpx.HTTPError as err:
-            raise FinsentError(f"{url}: {type(err).__name__}: {err}") from err
-        except (ValueError, KeyError, IndexError, TypeError) as err:
-            raise FinsentError(f"{url}: not a chat-completions reply ({err!r})") from err
+            completion = self.client.chat.completions.create(
+                model=self.cfg.path, messages=as_messages(prompt), max_tokens=self.cfg.max_new_tokens, temperature=0.0
+            )
+            text = completion.choices[0].message.content or ""
+        except openai.APIStatusError as err:
+            raise FinsentError(f"{self.url}: HTTP {err.status_code}: {err.response.text[:300]}") from err
+        except openai.APIConnectionError as err:
+            raise FinsentError(f"{self.url}: {type(err).__name__}: {err}") from err
+        except (ValueError, AttributeError, IndexError, TypeError) as err:
+            raise FinsentError(f"{self.url}: not a chat-completions reply ({err!r})") from err
         latency_ms = (time.perf_counter() - start) * 1000
-        tokens = (body.get("usage") or {}).get("completion_tokens")
+        tokens = completion.usage.completion_tokens if completion.usage else None
         return Completion(text, latency_ms, int(tokens) if tokens is not None else len(text.split()))
 
 
