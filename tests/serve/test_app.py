@@ -9,11 +9,13 @@ import pytest
 
 from app_server import serving
 from finsent.completion import LABELS
-from finsent.config import ModelConfig, ServeConfig
+from finsent.config import ModelConfig, ServeConfig, load_config
+from finsent.data import build_dataset
 from finsent.errors import ConfigError, FinsentError
 from finsent.serve.app import create_app
 from finsent.serve.backends import load_backend
-from finsent.tasks import TASKS
+from finsent.tasks import TASKS, TRANSACTION_CATEGORIES
+from warm_model import warm_tiny_qwen3
 
 
 class Gated:
@@ -185,3 +187,38 @@ def test_access_log_is_one_json_record_per_request(tiny, caplog):
         ("GET", "/health", 200),
     ]
     assert records[0]["request_id"] == "req-1" and records[0]["latency_ms"] > 0 and records[0]["client"] == "127.0.0.1"
+
+
+class Recording:
+    """Wraps a backend and keeps every prompt it is asked to complete."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.prompts = []
+
+    def complete(self, prompts):
+        self.prompts.extend(prompts)
+        return self.inner.complete(prompts)
+
+
+def test_a_served_transactions_model_answers_categories_and_sees_masked_text(tmp_path):
+    """The tiny model warmed up (plain torch, seconds) on synthetic transactions, served for task transactions:
+    answers are parsed against the 12 categories with their display names, not against the sentiment labels, and
+    the model sees the masked text it was trained on."""
+    cfg = load_config("tiny-cpu-transactions", [f"output_dir={tmp_path}", "data.sources.0.num_examples=60"])
+    build_dataset(cfg)
+    task = cfg.get_task()
+    model = warm_tiny_qwen3(tmp_path / "data" / "train.jsonl", tmp_path / "model")
+    backend = Recording(load_backend(ModelConfig(path=str(model), max_new_tokens=64, batch_size=8)))
+    texts = ["SQ *STARBUCKS #1234 SEATTLE WA 6.50", "CARD 4921 1234 5678 9012 SHELL OIL 45.10", "NETFLIX.COM 15.49"]
+    with serving(backend, task) as client:
+        response = client.post("/v1/sentiment", json={"texts": texts})
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    assert [r["status"] for r in results].count("ok") >= 2
+    assert all(r["label"] in task.labels for r in results)
+    assert [r["display_name"] for r in results] == [task.display(r["label"]) for r in results]
+    assert {r["display_name"] for r in results} <= {c.name for c in TRANSACTION_CATEGORIES}
+    seen = [messages[-1]["content"] for messages in backend.prompts]
+    assert seen[1] == "Transaction: CARD [CARD] SHELL OIL 45.10" and seen[0] == f"Transaction: {texts[0]}"
+    assert backend.prompts[0][0]["content"] == task.prompt.system

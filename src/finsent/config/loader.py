@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import re
 import types
 import typing
 from importlib import resources
@@ -17,6 +18,18 @@ from finsent.config.recipe import RecipeConfig
 from finsent.errors import ConfigError
 
 NO_LINES = LineMap()  # a section built from code, not read from a file
+
+
+class RecipeLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading ``1e-5`` as a float as YAML 1.2 does (YAML 1.1 wants ``1.0e-5``): a
+    learning rate written the usual way must not reach the optimizer as a string."""
+
+
+RecipeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
+    list("-+0123456789."),
+)
 
 
 def resolve_recipe(name_or_path: str | Path) -> Path:
@@ -72,7 +85,7 @@ def _read_yaml(path: Path, locations: dict[KeyPath, Location]) -> dict[str, Any]
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"cannot read recipe ({err})", path=path) from err
-    loader = yaml.SafeLoader(text)
+    loader = RecipeLoader(text)
     try:
         node = loader.get_single_node()
         if node is None:
@@ -93,7 +106,7 @@ def _read_yaml(path: Path, locations: dict[KeyPath, Location]) -> dict[str, Any]
 
 
 def _construct(
-    loader: yaml.SafeLoader, node: yaml.Node, key_path: KeyPath, locations: dict[KeyPath, Location], source: str
+    loader: RecipeLoader, node: yaml.Node, key_path: KeyPath, locations: dict[KeyPath, Location], source: str
 ) -> Any:
     locations.setdefault(key_path, (source, node.start_mark.line + 1))
     if isinstance(node, yaml.MappingNode):
@@ -118,7 +131,7 @@ def _apply_override(tree: dict[str, Any], override: str, locations: dict[KeyPath
     if not sep or not key.strip():
         raise ConfigError("", path="<command line>", field=override, expected="an override like data.seed=3")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = yaml.load(raw, Loader=RecipeLoader) if raw.strip() else ""
     except yaml.YAMLError as err:
         raise ConfigError(f"invalid value {raw!r}", path="<command line>", field=key) from err
     parts: list[str | int] = [int(p) if p.isdigit() else p for p in key.strip().split(".")]
