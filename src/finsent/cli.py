@@ -27,6 +27,7 @@ from finsent.config import LineMap, ModelConfig, RecipeConfig, build_dataclass, 
 from finsent.errors import FinsentError
 from finsent.io import STORAGE_ERRNOS
 from finsent.registry import REGISTRIES, Registry
+from finsent.run import STAGE_FUNCTIONS, run_recipe
 
 # Rich falls back to 80 columns when piped, which folds the summary tables; logs and CI read better wider.
 console = Console(width=None if sys.stdout.isatty() else 140)
@@ -44,14 +45,9 @@ def _add_recipe_args(parser: argparse.ArgumentParser, *, required: bool = True) 
     )
 
 
-# Stage code loads when its command runs, so `finsent --help` and `finsent ls` stay fast.
+# Besides the stages (STAGE_FUNCTIONS), what commands call; loaded when the command runs, so `finsent --help`
+# and `finsent ls` stay fast.
 ENTRY_POINTS: Registry[Callable[..., Any]] = Registry("entry point")
-ENTRY_POINTS.add("sft", "finsent.sft:train_sft")
-ENTRY_POINTS.add("grpo", "finsent.grpo:train_grpo")
-ENTRY_POINTS.add("data", "finsent.data:build_dataset")
-ENTRY_POINTS.add("eval", "finsent.eval:evaluate_model")
-ENTRY_POINTS.add("export", "finsent.export:export_model")
-ENTRY_POINTS.add("run", "finsent.run:run_recipe")
 ENTRY_POINTS.add("check_gguf_tools", "finsent.export.gguf:check_gguf_tools")
 ENTRY_POINTS.add("format_size", "finsent.export.compare:format_size")
 ENTRY_POINTS.add("load_backend", "finsent.serve.backends:load_backend")
@@ -70,7 +66,7 @@ def _flag_overrides(pairs: dict[str, Any]) -> list[str]:
 
 def _cmd_data(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, [*_flag_overrides({"data.push_to_hub": args.push}), *args.overrides])
-    _print_data_summary(ENTRY_POINTS.get("data")(cfg))
+    _print_data_summary(STAGE_FUNCTIONS.get("data")(cfg))
     return 0
 
 
@@ -100,7 +96,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _run_and_print(cfg: RecipeConfig, stages: list[str] | None) -> int:
-    outcomes = ENTRY_POINTS.get("run")(cfg, stages)
+    outcomes = run_recipe(cfg, stages)
     printers = {"data": _print_data_summary, "eval": _print_eval_summary}
     for outcome in outcomes:
         if outcome.result is not None and outcome.stage in printers:
@@ -115,7 +111,7 @@ def _run_and_print(cfg: RecipeConfig, stages: list[str] | None) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    _print_eval_summary(ENTRY_POINTS.get("eval")(load_config(args.config, args.overrides)))
+    _print_eval_summary(STAGE_FUNCTIONS.get("eval")(load_config(args.config, args.overrides)))
     return 0
 
 
@@ -166,7 +162,7 @@ def _print_instruct_summary(report) -> None:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, [*_flag_overrides({f"{args.command}.resume": args.resume}), *args.overrides])
-    result = ENTRY_POINTS.get(args.command)(cfg)
+    result = STAGE_FUNCTIONS.get(args.command)(cfg)
     if not result.is_main_process:  # launched with accelerate or torchrun: one summary, not one per rank
         return 0
     table = Table(title=f"finsent {args.command}")
@@ -227,7 +223,7 @@ def _model_flags(args: argparse.Namespace) -> dict[str, Any]:
 def _cmd_export(args: argparse.Namespace) -> int:
     flags = {"export.model": args.model, "export.push_to_hub": args.push}
     cfg = load_config(args.config, [*_flag_overrides(flags), *args.overrides])
-    result = ENTRY_POINTS.get("export")(cfg)
+    result = STAGE_FUNCTIONS.get("export")(cfg)
     if result.gate:
         gate = result.gate
         console.print(

@@ -8,11 +8,11 @@ changed config re-runs the stage it touches and every stage after it, and nothin
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import logging
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -20,16 +20,17 @@ from typing import Any, Literal
 from finsent.checks import validate_recipe
 from finsent.config import STAGES, RecipeConfig, config_hash
 from finsent.io import atomic_write_json
+from finsent.registry import Registry
 
 logger = logging.getLogger(__name__)
 
-_STAGE_FUNCTIONS = {
-    "data": "finsent.data:build_dataset",
-    "sft": "finsent.sft:train_sft",
-    "grpo": "finsent.grpo:train_grpo",
-    "export": "finsent.export:export_model",
-    "eval": "finsent.eval:evaluate_model",
-}
+# Each stage's function, loaded when the stage runs (so the CLI's start stays fast).
+STAGE_FUNCTIONS: Registry[Callable[[RecipeConfig], Any]] = Registry("stage")
+STAGE_FUNCTIONS.add("data", "finsent.data:build_dataset")
+STAGE_FUNCTIONS.add("sft", "finsent.sft:train_sft")
+STAGE_FUNCTIONS.add("grpo", "finsent.grpo:train_grpo")
+STAGE_FUNCTIONS.add("export", "finsent.export:export_model")
+STAGE_FUNCTIONS.add("eval", "finsent.eval:evaluate_model")
 
 
 @dataclass(frozen=True)
@@ -79,17 +80,12 @@ def run_recipe(cfg: RecipeConfig, stages: list[str] | None = None) -> list[Stage
         atomic_write_json(state_path, state)
         logger.info("%s: %s -> %s", stage, "resuming" if resuming else "running", out)
         start = time.perf_counter()
-        result = _stage_function(stage)(cfg)
+        result = STAGE_FUNCTIONS.get(stage)(cfg)
         state[stage]["status"] = "done"
         atomic_write_json(state_path, state)
         seconds = time.perf_counter() - start
         outcomes.append(StageOutcome(stage, "resumed" if resuming else "ran", str(out), seconds, result))
     return outcomes
-
-
-def _stage_function(stage: str) -> Any:
-    module, _, attr = _STAGE_FUNCTIONS[stage].partition(":")
-    return getattr(importlib.import_module(module), attr)
 
 
 def _remove_stale_checkpoints(out: Path) -> None:
