@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 import torch
-import trl
 from safetensors.torch import load_file
 
+import finsent.grpo
 from finsent.checks import validate_recipe
 from finsent.cli import main
 from finsent.config import load_config
@@ -58,7 +58,7 @@ def grpo_config(out, data_dir, model_dir, *extra):
 @pytest.fixture
 def recorded(monkeypatch):
     """The real GRPOTrainer, recording each trainer and its initial adapter values, killed on request."""
-    return record_trainers(monkeypatch, trl, "GRPOTrainer")
+    return record_trainers(monkeypatch, finsent.grpo, "GRPOTrainer")
 
 
 @pytest.mark.slow
