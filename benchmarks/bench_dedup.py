@@ -22,7 +22,7 @@ from datasketch import MinHash, MinHashLSH
 
 from finsent.config import DedupConfig
 from finsent.data.dedup import deduplicate
-from finsent.data.sources import Example, example_id, normalize_text
+from finsent.data.readers import Example, example_id, normalize_text
 
 SHARED_DATA = Path(os.environ.get("FINSENT_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 PHRASEBANK_50 = SHARED_DATA / "financial_phrasebank" / "FinancialPhraseBank-v1.0" / "Sentences_50Agree.txt"

@@ -21,7 +21,7 @@ import torch
 from finsent.completion import PromptConfig, build_messages
 from finsent.config import ModelConfig
 from finsent.export.gguf import check_gguf_tools, convert_to_gguf, quantize_gguf
-from finsent.serve.backends import Backend, LlamaCppBackend, TransformersBackend
+from finsent.serve.backends import Backend, LlamaCppBackend, load_transformers
 from finsent.training import TINY_QWEN3, build_tiny_qwen3
 
 SHARED_DATA = Path(os.environ.get("FINSENT_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -85,7 +85,7 @@ def main() -> None:
             backends[f"llama.cpp {kind}"] = (LlamaCppBackend(config), path.stat().st_size / 2**20)
         threads = backends["llama.cpp Q4_K_M"][0].llm.n_threads
         torch.set_num_threads(threads)  # the same threads as llama.cpp's default (half the cores)
-        reference = TransformersBackend(
+        reference = load_transformers(
             ModelConfig(path=str(model_dir), device="cpu", max_new_tokens=args.max_new_tokens, batch_size=1)
         )
         params = sum(p.numel() for p in reference.model.parameters())

@@ -7,7 +7,7 @@ from fake_openai_server import FakeOpenAIServer, Reply
 from finsent.cli import main
 from finsent.config import load_config
 from finsent.data import build_dataset
-from finsent.eval import default_test_set, evaluate_model
+from finsent.eval import evaluate_model
 from finsent.tasks import TASKS
 
 ANSWER = "<reasoning>The merchant keyword STARBUCKS points to Food & Dining.</reasoning><answer>food_dining</answer>"
@@ -56,7 +56,8 @@ def test_eval_scores_categories_with_the_rules_on_synthetic_and_shared_sets(tmp_
         ],
     )
     build_dataset(cfg)
-    cfg.eval.test_sets.insert(0, default_test_set(cfg))
+    # The data stage's test split: what a recipe that names no test set evaluates.
+    cfg.eval.test_sets.insert(0, load_config(None, ["task=transactions", f"output_dir={out}"]).eval.test_sets[0])
     report = evaluate_model(cfg)
     rows = {(row["model"], row["test_set"]): row for row in report.rows}
     assert set(rows) == {(m, t) for m in ("rules", "majority", "tfidf") for t in ("data_test", "shared")}
@@ -73,6 +74,8 @@ def test_eval_scores_categories_with_the_rules_on_synthetic_and_shared_sets(tmp_
 
 def test_a_baseline_for_another_task_is_refused(tmp_path, capsys):
     recipe = tmp_path / "r.yaml"
-    recipe.write_text("task: transactions\ndata: {teacher: {name: rules}}\neval: {baselines: [lexicon]}\n")
+    recipe.write_text(
+        "task: transactions\nstages: [data, sft, eval]\ndata: {teacher: {name: rules}}\neval: {baselines: [lexicon]}\n"
+    )
     assert main(["validate", "--config", str(recipe)]) == 2
     assert "eval.baselines.0: baseline lexicon answers task sentiment only" in capsys.readouterr().err

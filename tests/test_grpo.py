@@ -7,7 +7,6 @@ so that sampled completions sometimes get the format and the label right and som
 """
 
 import json
-import random
 import subprocess
 import sys
 import time
@@ -15,16 +14,17 @@ from pathlib import Path
 
 import pytest
 import torch
-import trl
 from safetensors.torch import load_file
-from transformers import AutoModelForCausalLM
 
+import finsent.grpo
+from finsent.checks import validate_recipe
 from finsent.cli import main
 from finsent.config import load_config
 from finsent.errors import ConfigError
 from finsent.grpo import grpo_rows, train_grpo
-from finsent.training import build_tiny_qwen3, chat_texts, read_jsonl, train_chatml_tokenizer
+from finsent.training import read_jsonl
 from recording_trainer import Killed, assert_every_trainable_parameter_changed, record_trainers
+from warm_model import warm_tiny_qwen3
 
 TRAINER = (
     "{max_steps: 3, per_device_train_batch_size: 8, num_generations: 4, max_completion_length: 64, "
@@ -37,32 +37,7 @@ PLATEAU = "{warmup_steps: 0, window_steps: 1, patience: 10, accuracy_every_steps
 @pytest.fixture(scope="module")
 def warm_tiny_model_dir(tmp_path_factory, phrasebank_data_dir):
     """A tiny Qwen3 fully fine-tuned (150 steps, plain torch) to write completions close to the contract."""
-    train_file = phrasebank_data_dir / "train.jsonl"
-    tokenizer = train_chatml_tokenizer(chat_texts(str(train_file)), vocab_size=1024)
-    out = build_tiny_qwen3(tokenizer, tmp_path_factory.mktemp("warm-tiny-qwen3"))
-    model = AutoModelForCausalLM.from_pretrained(out)
-    sequences = []
-    for row in read_jsonl(train_file):
-        prompt = tokenizer.apply_chat_template(row["messages"][:2], add_generation_prompt=True, tokenize=False)
-        full = tokenizer.apply_chat_template(row["messages"], tokenize=False)
-        ids = tokenizer(full, add_special_tokens=False)["input_ids"]
-        sequences.append((ids, len(tokenizer(prompt, add_special_tokens=False)["input_ids"])))
-    torch.manual_seed(0)
-    rng = random.Random(0)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-2)
-    for _ in range(150):
-        batch = rng.sample(sequences, 8)
-        width = max(len(ids) for ids, _ in batch)
-        input_ids = torch.full((len(batch), width), tokenizer.pad_token_id)
-        labels = torch.full((len(batch), width), -100)
-        for i, (ids, prompt_len) in enumerate(batch):
-            input_ids[i, : len(ids)] = torch.tensor(ids)
-            labels[i, prompt_len : len(ids)] = torch.tensor(ids[prompt_len:])
-        model(input_ids=input_ids, labels=labels).loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-    model.save_pretrained(out)
-    return out
+    return warm_tiny_qwen3(phrasebank_data_dir / "train.jsonl", tmp_path_factory.mktemp("warm-tiny-qwen3"))
 
 
 def grpo_config(out, data_dir, model_dir, *extra):
@@ -83,7 +58,7 @@ def grpo_config(out, data_dir, model_dir, *extra):
 @pytest.fixture
 def recorded(monkeypatch):
     """The real GRPOTrainer, recording each trainer and its initial adapter values, killed on request."""
-    return record_trainers(monkeypatch, trl, "GRPOTrainer")
+    return record_trainers(monkeypatch, finsent.grpo, "GRPOTrainer")
 
 
 @pytest.mark.slow
@@ -163,7 +138,7 @@ def test_unknown_reward_lists_the_known_ones(tmp_path):
     recipe = tmp_path / "r.yaml"
     recipe.write_text("grpo:\n  rewards: [format, corectness]\n")
     with pytest.raises(ConfigError) as err:
-        load_config(recipe)
+        validate_recipe(load_config(recipe))
     assert f"{recipe}:2: grpo.rewards.1" in str(err.value) and "Did you mean 'correctness'" in str(err.value)
 
 
@@ -184,7 +159,7 @@ def test_an_adapter_is_trained_on_as_it_is(tmp_path, phrasebank_data_dir):
 def test_grpo_rows_use_the_shared_prompt_and_keep_the_reward_columns(phrasebank_data_dir):
     cfg = load_config(None, ["prompt.user_template='Headline: {text}'"])
     row = read_jsonl(phrasebank_data_dir / "train.jsonl")[0]
-    (grpo_row,) = grpo_rows([row], cfg.prompt)
+    (grpo_row,) = grpo_rows([row], cfg.get_task())
     assert grpo_row["prompt"] == [
         {"role": "system", "content": cfg.prompt.system},
         {"role": "user", "content": f"Headline: {row['text']}"},

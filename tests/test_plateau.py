@@ -7,7 +7,7 @@ import pytest
 from transformers import TrainerControl, TrainerState, TrainingArguments
 
 from finsent.config import PlateauConfig
-from finsent.grpo import RewardPlateauCallback, decide_plateau, reward_windows
+from finsent.plateau import RewardPlateauCallback, decide_plateau, reward_windows
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from finsent.completion import LABELS, parse_completion, render_completion
 from finsent.config import SourceConfig
 from finsent.data.labels import SOURCE_LABELS, normalize_label
-from finsent.data.sources import RowErrors, load_source
+from finsent.data.readers import RowErrors
+from finsent.data.sources import load_source
 from finsent.errors import DataError
 
 # Text that mixes the format's own tags and label words into arbitrary characters, so the parser's branches are hit.

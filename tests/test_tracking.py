@@ -7,6 +7,7 @@ import types
 
 import pytest
 
+from finsent.checks import validate_recipe
 from finsent.config import TrackingConfig, load_config
 from finsent.errors import ConfigError
 from finsent.tracking import (
@@ -48,7 +49,7 @@ def test_unknown_backend_is_a_located_error(tmp_path):
     recipe = tmp_path / "r.yaml"
     recipe.write_text("output_dir: x\ntracking:\n  backends: [local, wandbb]\n")
     with pytest.raises(ConfigError) as err:
-        load_config(recipe)
+        validate_recipe(load_config(recipe))
     assert f"{recipe}:3: tracking.backends.1" in str(err.value)
     assert "Did you mean 'wandb'" in str(err.value)
 

@@ -1,25 +1,32 @@
 """The ``finsent`` command: parse arguments, load the recipe, call one stage function, print a summary.
 
-Heavy libraries (torch, datasets, trl) are imported inside the handlers so ``finsent --help`` stays fast.
+Flags are recipe overrides (``--push R`` is ``data.push_to_hub=R``), so everything a command does goes through
+the recipe's checks. Stage code (torch, datasets, trl) loads lazily through ``ENTRY_POINTS``, so ``finsent --help``
+stays fast.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from collections.abc import Callable
+from dataclasses import asdict
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from finsent import __version__
-from finsent.config import RecipeConfig, dump_config, load_config
+from finsent.checks import validate_recipe
+from finsent.config import LineMap, ModelConfig, RecipeConfig, build_dataclass, dump_config, load_config
 from finsent.errors import FinsentError
 from finsent.io import STORAGE_ERRNOS
+from finsent.registry import REGISTRIES, STAGE_FUNCTIONS, Registry
 
 # Rich falls back to 80 columns when piped, which folds the summary tables; logs and CI read better wider.
 console = Console(width=None if sys.stdout.isatty() else 140)
@@ -37,29 +44,43 @@ def _add_recipe_args(parser: argparse.ArgumentParser, *, required: bool = True) 
     )
 
 
-def _cmd_data(args: argparse.Namespace) -> int:
-    from finsent.data import build_dataset
+# Besides the stages (STAGE_FUNCTIONS), what commands call; loaded when the command runs, so `finsent --help`
+# and `finsent ls` stay fast.
+ENTRY_POINTS: Registry[Callable[..., Any]] = Registry("entry point")
+ENTRY_POINTS.add("run_recipe", "finsent.run:run_recipe")
+ENTRY_POINTS.add("check_gguf_tools", "finsent.export.gguf:check_gguf_tools")
+ENTRY_POINTS.add("format_size", "finsent.export.compare:format_size")
+ENTRY_POINTS.add("load_backend", "finsent.serve.backends:load_backend")
+ENTRY_POINTS.add("predict_texts", "finsent.serve.predict:predict_texts")
+ENTRY_POINTS.add("predict_file", "finsent.serve.predict:predict_file")
+ENTRY_POINTS.add("create_app", "finsent.serve.app:create_app")
+ENTRY_POINTS.add("run_server", "finsent.serve.app:run_server")
+# What a command line names that is no recipe key: errors about it say so.
+COMMAND_LINE = LineMap("<command line>")
 
-    cfg = load_config(args.config, args.overrides)
-    if args.push:
-        cfg.data.push_to_hub = args.push
-    _print_data_summary(build_dataset(cfg))
+
+def _flag_overrides(pairs: dict[str, Any]) -> list[str]:
+    """Return ``key=value`` overrides for the flags that were given (JSON values are YAML, quoting included)."""
+    return [f"{key}={json.dumps(value)}" for key, value in pairs.items() if value not in (None, False)]
+
+
+def _cmd_data(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config, [*_flag_overrides({"data.push_to_hub": args.push}), *args.overrides])
+    _print_data_summary(STAGE_FUNCTIONS.get("data")(cfg))
     return 0
 
 
 def _cmd_quickstart(args: argparse.Namespace) -> int:
-    from finsent.export.gguf import check_gguf_tools
-
-    overrides = [*args.overrides, *([f"output_dir={args.output_dir}"] if args.output_dir else [])]
+    overrides = [*_flag_overrides({"output_dir": args.output_dir}), *args.overrides]
     cfg = load_config("tiny-cpu", overrides)
     console.print(f"[bold]finsent quickstart[/]: recipe tiny-cpu -> {cfg.output_dir}")
     if cfg.export.use_gguf:
         try:
-            check_gguf_tools()
+            ENTRY_POINTS.get("check_gguf_tools")()
         except FinsentError as err:  # the rest of the pipeline still runs; say what is left out and why
             console.print(f"[yellow]GGUF files and Modelfile skipped[/]: {escape(str(err))}")
-            cfg.export.use_gguf = False
-            cfg.eval.models = [model for model in cfg.eval.models if model.backend != "llamacpp"]
+            models = [asdict(model) for model in cfg.eval.models if model.backend != "llamacpp"]
+            cfg = load_config("tiny-cpu", [*overrides, "export.use_gguf=false", f"eval.models={json.dumps(models)}"])
     code = _run_and_print(cfg, None)
     export_dir = Path(str(cfg.export.output_dir))
     if "export" in cfg.stages and (export_dir / "Modelfile").is_file():
@@ -75,12 +96,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _run_and_print(cfg: RecipeConfig, stages: list[str] | None) -> int:
-    from finsent.run import run_recipe
-
-    outcomes = run_recipe(cfg, stages)
-    from accelerate import PartialState
-
-    if not PartialState().is_main_process:  # launched with accelerate or torchrun: one summary, not one per rank
+    outcomes = ENTRY_POINTS.get("run_recipe")(cfg, stages)
+    if not all(outcome.is_main_process for outcome in outcomes):  # accelerate or torchrun: one summary, not one a rank
         return 0
     printers = {"data": _print_data_summary, "eval": _print_eval_summary}
     for outcome in outcomes:
@@ -96,9 +113,7 @@ def _run_and_print(cfg: RecipeConfig, stages: list[str] | None) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from finsent.eval import evaluate_model
-
-    _print_eval_summary(evaluate_model(load_config(args.config, args.overrides)))
+    _print_eval_summary(STAGE_FUNCTIONS.get("eval")(load_config(args.config, args.overrides)))
     return 0
 
 
@@ -148,19 +163,9 @@ def _print_instruct_summary(report) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    cfg = load_config(args.config, args.overrides)
-    if args.command == "sft":
-        from finsent.sft import train_sft as train
-
-        cfg.sft.resume = cfg.sft.resume or args.resume
-    else:
-        from finsent.grpo import train_grpo as train
-
-        cfg.grpo.resume = cfg.grpo.resume or args.resume
-    result = train(cfg)
-    from accelerate import PartialState
-
-    if not PartialState().is_main_process:  # launched with accelerate or torchrun: one summary, not one per rank
+    cfg = load_config(args.config, [*_flag_overrides({f"{args.command}.resume": args.resume}), *args.overrides])
+    result = STAGE_FUNCTIONS.get(args.command)(cfg)
+    if not result.is_main_process:  # launched with accelerate or torchrun: one summary, not one per rank
         return 0
     table = Table(title=f"finsent {args.command}")
     table.add_column("metric")
@@ -179,35 +184,17 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from finsent.config import ModelConfig
-    from finsent.serve.backends import load_backend
-    from finsent.serve.predict import predict_file, predict_texts
-
     if (args.text is None) == (args.input is None):
         raise FinsentError("give either a TEXT or --input FILE (with --output)")
     if args.input and not args.output:
         raise FinsentError("--input needs --output (a .jsonl file; an existing one is resumed)")
-    from finsent.data.anonymize import anonymize_text
-    from finsent.tasks import TASKS
-
-    overrides = [f"task={args.task}"] if args.task else []
-    cfg = load_config(args.config, overrides) if args.config else load_config(None, overrides)
-    task, prompt = TASKS.get(cfg.task), cfg.prompt
+    task = load_config(args.config, _flag_overrides({"task": args.task})).get_task()
     if task.labels is None:
         raise FinsentError("predict labels text; for instructions use finsent eval (task instruct) or finsent serve")
-    model = ModelConfig(
-        path=args.model,
-        backend=args.backend,
-        adapter=args.adapter,
-        base_url=args.base_url,
-        batch_size=args.batch_size,
-        max_new_tokens=args.max_new_tokens,
-    )
-    backend = load_backend(model)
+    model = build_dataclass(ModelConfig, _model_flags(args) | {"adapter": args.adapter}, (), COMMAND_LINE)
+    backend = ENTRY_POINTS.get("load_backend")(model)
     if args.text is not None:
-        # The model learnt from masked text (transactions): it sees, and the reasoning quotes, the masked form.
-        text = anonymize_text(args.text) if cfg.data.anonymize else args.text
-        prediction = predict_texts(backend, [text], prompt, task.labels)[0]
+        prediction = ENTRY_POINTS.get("predict_texts")(backend, [task.anonymize(args.text)], task)[0]
         flag = "" if prediction.status == "ok" else f"  [yellow]({prediction.status}: {prediction.issue})[/]"
         label, name = prediction.label, task.display(prediction.label)
         console.print(
@@ -215,14 +202,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         )
         console.print(f"[bold]reasoning:[/] {escape(prediction.reasoning)}", highlight=False)
         return 0
-    result = predict_file(
-        backend,
-        args.input,
-        args.output,
-        prompt,
-        batch_size=args.batch_size,
-        text_column=args.text_column,
-        labels=task.labels,
+    result = ENTRY_POINTS.get("predict_file")(
+        backend, args.input, args.output, task, batch_size=args.batch_size, text_column=args.text_column
     )
     ok = sum(p.status == "ok" for p in result.predictions)
     console.print(
@@ -232,16 +213,19 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_export(args: argparse.Namespace) -> int:
-    from finsent.export import export_model
-    from finsent.export.compare import format_size
+def _model_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """The ModelConfig fields that predict's and serve's flags set."""
+    fields = {"path": args.model, "backend": args.backend, "base_url": args.base_url}
+    return fields | {
+        "max_new_tokens": args.max_new_tokens,
+        **({"batch_size": args.batch_size} if "batch_size" in args else {}),
+    }
 
-    cfg = load_config(args.config, args.overrides)
-    if args.model:
-        cfg.export.model = args.model
-    if args.push:
-        cfg.export.push_to_hub = args.push
-    result = export_model(cfg)
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    flags = {"export.model": args.model, "export.push_to_hub": args.push}
+    cfg = load_config(args.config, [*_flag_overrides(flags), *args.overrides])
+    result = STAGE_FUNCTIONS.get("export")(cfg)
     if result.gate:
         gate = result.gate
         console.print(
@@ -256,7 +240,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
             table.add_row(
                 row["artifact"],
                 row["backend"],
-                format_size(row["size_bytes"]),
+                ENTRY_POINTS.get("format_size")(row["size_bytes"]),
                 f"{row['load_s']:.2f}",
                 "–" if row["tokens_per_s"] is None else f"{row['tokens_per_s']:.1f}",
                 f"{row['accuracy']:.3f}",
@@ -278,108 +262,34 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from finsent.config import ModelConfig
-    from finsent.serve.app import create_app, run_server
-    from finsent.serve.backends import load_backend
-
-    cfg = load_config(args.config, args.overrides)
+    flags = {
+        "serve.model": _model_flags(args) if args.model else None,
+        "serve.host": args.host,
+        "serve.port": args.port,
+        "serve.api_key_env": args.api_key_env,
+    }
+    cfg = load_config(args.config, [*_flag_overrides(flags), *args.overrides])
     serve = cfg.serve
-    if args.model:
-        serve.model = ModelConfig(
-            path=args.model, backend=args.backend, base_url=args.base_url, max_new_tokens=args.max_new_tokens
-        )
     if serve.model is None:
         raise FinsentError("give --model (a model or adapter dir, a GGUF with --backend llamacpp) or set serve.model")
-    for name in ("host", "port", "api_key_env"):
-        if getattr(args, name) is not None:
-            setattr(serve, name, getattr(args, name))
-    app = create_app(load_backend(serve.model), serve, cfg.prompt, model_name=str(serve.model.name))
+    validate_recipe(cfg, ["serve"])
+    backend = ENTRY_POINTS.get("load_backend")(serve.model)
+    app = ENTRY_POINTS.get("create_app")(backend, serve, cfg.get_task(), model_name=str(serve.model.name))
     console.print(
         f"serving [bold]{serve.model.name}[/] ({serve.model.backend}) on http://{serve.host}:{serve.port} "
         f"(API docs at /docs{', API key from $' + serve.api_key_env if serve.api_key_env else ''})"
     )
-    run_server(app, serve)
+    ENTRY_POINTS.get("run_server")(app, serve)
     return 0
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
-    _check_names(cfg)
+    validate_recipe(cfg)
     if args.show:
         console.print(dump_config(cfg), markup=False, highlight=False)
     console.print(f"[green]ok[/]: {cfg.source_path or args.config} is a valid recipe")
     return 0
-
-
-def _check_names(cfg: RecipeConfig) -> None:
-    """Fail on registry names a stage would only reject later (after loading data or models)."""
-    from finsent.data.sources import SOURCES
-    from finsent.data.teachers import TEACHERS
-
-    for source in [*cfg.data.sources, *cfg.data.dedup.decontaminate]:
-        if not source.name.startswith("hub:"):
-            SOURCES.get(source.name)
-    TEACHERS.get(cfg.data.teacher.name)
-    from finsent.data.pipeline import check_teacher_fits
-
-    check_teacher_fits(cfg)
-    if cfg.eval.models or cfg.eval.baselines:
-        from finsent.eval import check_eval_config, default_test_set
-
-        check_eval_config(cfg.eval, cfg.eval.test_sets or [default_test_set(cfg)], cfg.source_path, cfg.task)
-
-
-def _registries() -> dict[str, Callable[[], object]]:
-    def sources():
-        from finsent.data.sources import SOURCES
-
-        return SOURCES
-
-    def teachers():
-        from finsent.data.teachers import TEACHERS
-
-        return TEACHERS
-
-    def rewards():
-        from finsent.rewards import REWARDS
-
-        return REWARDS
-
-    def trackers():
-        from finsent.tracking import TRACKERS
-
-        return TRACKERS
-
-    def baselines():
-        from finsent.eval.baselines import BASELINES
-
-        return BASELINES
-
-    def backends():
-        from finsent.serve.backends import BACKENDS
-
-        return BACKENDS
-
-    def protocols():
-        from finsent.eval.protocols import PROTOCOLS
-
-        return PROTOCOLS
-
-    def tasks():
-        from finsent.tasks import TASKS
-
-        return TASKS
-
-    return {
-        "sources": sources,
-        "teachers": teachers,
-        "rewards": rewards,
-        "trackers": trackers,
-        "baselines": baselines,
-        "backends": backends,
-        "protocols": protocols,
-        "tasks": tasks,
-    }
 
 
 def _cmd_ls(args: argparse.Namespace) -> int:
@@ -392,7 +302,7 @@ def _cmd_ls(args: argparse.Namespace) -> int:
                 first = item.read_text(encoding="utf-8").splitlines()[0].lstrip("# ")
                 table.add_row(item.name.removesuffix(".yaml"), first)
     else:
-        registry = _registries()[args.what]()
+        registry = REGISTRIES.get(args.what)
         for name in registry.names():
             table.add_row(name, escape(registry.help(name)))
     console.print(table)
@@ -490,7 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(handler=_cmd_serve)
 
     ls = commands.add_parser("ls", help="List what can be named in a recipe.")
-    ls.add_argument("what", choices=["recipes", *_registries()])
+    ls.add_argument("what", choices=["recipes", *REGISTRIES.names()])
     ls.set_defaults(handler=_cmd_ls)
     return parser
 

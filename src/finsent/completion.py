@@ -31,6 +31,9 @@ _STRICT = re.compile(
 _TAG = re.compile(r"</?(reasoning|answer)>")
 _ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 _REASONING = re.compile(r"<reasoning>(.*?)</reasoning>", re.DOTALL)
+# Words for the reasoning checks shared by data validation and the reasoning_quality reward.
+_TOKEN = re.compile(r"[a-z0-9]+(?:['.,][a-z0-9]+)*|%")
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 
 @dataclass(frozen=True)
@@ -118,3 +121,29 @@ def _last_label_word(text: str, labels: tuple[str, ...]) -> str | None:
     pattern = r"\b(" + "|".join(re.escape(label) for label in labels) + r")\b"
     found = re.findall(pattern, _TAG.sub(" ", text), flags=re.IGNORECASE)
     return found[-1].lower() if found else None
+
+
+def copy_ratio(reasoning: str, source: str) -> float:
+    """Return the share of the reasoning's words that lie in a 3-word run also found in ``source``."""
+    tokens = _TOKEN.findall(reasoning.lower())
+    n = min(3, len(tokens))
+    if n == 0:
+        return 0.0
+    source_tokens = _TOKEN.findall(source.lower())
+    source_ngrams = {tuple(source_tokens[i : i + n]) for i in range(len(source_tokens) - n + 1)}
+    copied = [False] * len(tokens)
+    for i in range(len(tokens) - n + 1):
+        if tuple(tokens[i : i + n]) in source_ngrams:
+            copied[i : i + n] = [True] * n
+    return sum(copied) / len(tokens)
+
+
+def is_degenerate(reasoning: str, max_repeated_ngram_ratio: float) -> bool:
+    """Return True when a sentence repeats or too many word 3-grams are repeats (looping generations)."""
+    sentences = [" ".join(_TOKEN.findall(s.lower())) for s in _SENTENCE_END.split(reasoning)]
+    sentences = [s for s in sentences if s]
+    if len(set(sentences)) < len(sentences):
+        return True
+    tokens = _TOKEN.findall(reasoning.lower())
+    ngrams = [tuple(tokens[i : i + 3]) for i in range(len(tokens) - 2)]
+    return bool(ngrams) and 1 - len(set(ngrams)) / len(ngrams) > max_repeated_ngram_ratio

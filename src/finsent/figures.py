@@ -4,19 +4,15 @@ backend switch in the caller's process (a notebook keeps its own), and PNGs writ
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 from finsent.io import atomic_write
-
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
 
 
 def new_figure(width: float, height: float) -> Figure:
     """Return an empty figure of ``width`` x ``height`` inches drawn on the Agg canvas."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     fig = Figure(figsize=(width, height), dpi=100)
     FigureCanvasAgg(fig)
     return fig

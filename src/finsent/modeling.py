@@ -5,15 +5,16 @@ Every stage loads through here, so a tiny model saved to a temporary dir takes t
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
+
+import torch
+from peft import PeftModel
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from finsent.errors import ConfigError
-
-if TYPE_CHECKING:
-    import torch
-    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 Dtype = Literal["auto", "float32", "bfloat16", "float16"]
 
@@ -41,15 +42,11 @@ def adapter_base(path_or_id: str) -> str | None:
 
 def resolve_device(device: str = "auto") -> str:
     """Return ``device``, or for ``auto`` CUDA when there is one and the CPU otherwise."""
-    import torch
-
     return ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
 
 
 def resolve_dtype(dtype: Dtype, device: str) -> torch.dtype:
     """Return the torch dtype; ``auto`` is bfloat16 on CUDA and float32 elsewhere (CPU half precision is slow)."""
-    import torch
-
     if dtype == "auto":
         return torch.bfloat16 if device.startswith("cuda") else torch.float32
     return getattr(torch, dtype)
@@ -57,8 +54,6 @@ def resolve_dtype(dtype: Dtype, device: str) -> torch.dtype:
 
 def builtin_tokenizer_dir(name: str) -> Path | None:
     """Return the folder of the packaged tokenizer ``builtin:<name>``, or None when its package is not installed."""
-    import importlib.util
-
     if name not in BUILTIN_TOKENIZERS:
         known = ", ".join(BUILTIN_PREFIX + n for n in BUILTIN_TOKENIZERS)
         raise ConfigError(f"unknown builtin tokenizer {BUILTIN_PREFIX + name!r}; known: {known}", field="tokenizer")
@@ -77,8 +72,6 @@ def load_tokenizer(
 ) -> PreTrainedTokenizerBase:
     """Return the tokenizer of a model, hub id, local dir or ``builtin:<name>`` (``BUILTIN_TOKENIZERS``); an adapter
     dir without one falls back to its base."""
-    from transformers import AutoTokenizer
-
     source = path_or_id
     base = adapter_base(path_or_id)
     if base is not None and not (Path(path_or_id) / "tokenizer_config.json").is_file():
@@ -115,8 +108,6 @@ def load_model(
     Args:
         adapter: a LoRA adapter dir or hub id applied on top with PEFT (not merged).
     """
-    from transformers import AutoModelForCausalLM
-
     base = adapter_base(path_or_id)
     if base is not None:
         if adapter is not None:
@@ -135,8 +126,6 @@ def load_model(
     except (OSError, ValueError) as err:
         raise ConfigError(f"cannot load a model from {path_or_id!r} ({err})") from err
     if adapter is not None:
-        from peft import PeftModel
-
         try:
             model = PeftModel.from_pretrained(model, adapter)
         except (OSError, ValueError) as err:

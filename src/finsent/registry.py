@@ -61,3 +61,24 @@ class Registry(Generic[T]):
 
     def __contains__(self, name: object) -> bool:
         return name in self._entries
+
+
+# The registries themselves, by the name `finsent ls` takes; lazy, so naming one imports only its module (and
+# recipe checks can look names up without importing the stages that own them).
+REGISTRIES: Registry[Registry[object]] = Registry("registry")
+REGISTRIES.add("sources", "finsent.data.sources:SOURCES", help="Where labeled text and instructions come from.")
+REGISTRIES.add("teachers", "finsent.data.teachers:TEACHERS", help="Who writes the chain of thought.")
+REGISTRIES.add("rewards", "finsent.rewards:REWARDS", help="GRPO reward functions.")
+REGISTRIES.add("trackers", "finsent.tracking:TRACKERS", help="Where metrics and plots go.")
+REGISTRIES.add("baselines", "finsent.eval.baselines:BASELINES", help="Models that need no GPU and set the floor.")
+REGISTRIES.add("backends", "finsent.serve.backends:BACKENDS", help="What runs a model for eval, predict and serve.")
+REGISTRIES.add("protocols", "finsent.eval.protocols:PROTOCOLS", help="Test sets cut as published results cut them.")
+REGISTRIES.add("tasks", "finsent.tasks:TASKS", help="What a recipe trains for.")
+
+# Each stage's function, loaded when the stage runs (so `finsent --help` stays fast); `finsent run` chains them.
+STAGE_FUNCTIONS: Registry[Callable[..., object]] = Registry("stage")
+STAGE_FUNCTIONS.add("data", "finsent.data:build_dataset")
+STAGE_FUNCTIONS.add("sft", "finsent.sft:train_sft")
+STAGE_FUNCTIONS.add("grpo", "finsent.grpo:train_grpo")
+STAGE_FUNCTIONS.add("export", "finsent.export:export_model")
+STAGE_FUNCTIONS.add("eval", "finsent.eval:evaluate_model")

@@ -20,8 +20,7 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from finsent.completion import LABELS, parse_completion, strip_think
-from finsent.data.validate import copy_ratio, is_degenerate
+from finsent.completion import LABELS, copy_ratio, is_degenerate, parse_completion, strip_think
 from finsent.errors import DataError
 from finsent.lexicon import load_lexicon
 from finsent.registry import Registry

@@ -10,7 +10,6 @@ other stages and writes ``run.json``; the ranks wait for each other between stag
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import logging
 import shutil
@@ -22,18 +21,13 @@ from typing import Any, Literal
 from accelerate import PartialState
 from accelerate.utils import parse_flag_from_env
 
+from finsent.checks import validate_recipe
 from finsent.config import STAGES, RecipeConfig, config_hash
 from finsent.io import atomic_write_json
+from finsent.registry import STAGE_FUNCTIONS
 
 logger = logging.getLogger(__name__)
 
-_STAGE_FUNCTIONS = {
-    "data": "finsent.data:build_dataset",
-    "sft": "finsent.sft:train_sft",
-    "grpo": "finsent.grpo:train_grpo",
-    "export": "finsent.export:export_model",
-    "eval": "finsent.eval:evaluate_model",
-}
 _DISTRIBUTED_STAGES = ("sft", "grpo")  # the others run on the main process only
 
 
@@ -46,6 +40,7 @@ class StageOutcome:
     output_dir: str
     seconds: float
     result: Any = None
+    is_main_process: bool = True  # under accelerate or torchrun, one process reports (the others ran alongside)
 
 
 def stage_fingerprints(cfg: RecipeConfig) -> dict[str, str]:
@@ -63,11 +58,13 @@ def run_recipe(cfg: RecipeConfig, stages: list[str] | None = None) -> list[Stage
     # Without CUDA the ranks talk over gloo, which accelerate sets up only for cpu=True: take it from accelerate's
     # own switch (set by `accelerate launch --cpu`), as TrainingArguments does, so both see the same processes.
     process = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
+    selected = [s for s in STAGES if s in (stages or cfg.stages)]
+    validate_recipe(cfg, selected)  # every stage's names and combinations, before the first one starts
     state_path = Path(cfg.output_dir) / "run.json"
     state: dict[str, Any] = json.loads(state_path.read_text()) if state_path.is_file() else {}
     fingerprints = stage_fingerprints(cfg)
     outcomes = []
-    for stage in [s for s in STAGES if s in (stages or cfg.stages)]:
+    for stage in selected:
         section = getattr(cfg, stage)
         out = Path(section.output_dir)
         previous = state.get(stage, {})
@@ -76,7 +73,7 @@ def run_recipe(cfg: RecipeConfig, stages: list[str] | None = None) -> list[Stage
         process.wait_for_everyone()  # every rank has decided before the main process changes a file
         if is_done:
             logger.info("%s: finished with this config, skipped (%s)", stage, out)
-            outcomes.append(StageOutcome(stage, "skipped", str(out), 0.0))
+            outcomes.append(StageOutcome(stage, "skipped", str(out), 0.0, None, process.is_main_process))
             continue
         resuming = same_config and previous.get("status") == "started"
         if hasattr(section, "resume"):
@@ -91,19 +88,15 @@ def run_recipe(cfg: RecipeConfig, stages: list[str] | None = None) -> list[Stage
         start = time.perf_counter()
         result = None
         if stage in _DISTRIBUTED_STAGES or process.is_main_process:
-            result = _stage_function(stage)(cfg)
+            result = STAGE_FUNCTIONS.get(stage)(cfg)
         process.wait_for_everyone()
         state[stage]["status"] = "done"
         if process.is_main_process:
             atomic_write_json(state_path, state)
         seconds = time.perf_counter() - start
-        outcomes.append(StageOutcome(stage, "resumed" if resuming else "ran", str(out), seconds, result))
+        status = "resumed" if resuming else "ran"
+        outcomes.append(StageOutcome(stage, status, str(out), seconds, result, process.is_main_process))
     return outcomes
-
-
-def _stage_function(stage: str) -> Any:
-    module, _, attr = _STAGE_FUNCTIONS[stage].partition(":")
-    return getattr(importlib.import_module(module), attr)
 
 
 def _remove_stale_checkpoints(out: Path) -> None:

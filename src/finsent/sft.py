@@ -18,6 +18,7 @@ import torch
 from datasets import Dataset
 from trl import SFTConfig, SFTTrainer
 
+from finsent.checks import validate_recipe
 from finsent.config import RecipeConfig
 from finsent.data.packing import IGNORE_INDEX, prepare_sft_dataset
 from finsent.tracking import start_trainer_tracking
@@ -44,6 +45,7 @@ CHAT_TEMPLATE_KWARGS = {"enable_thinking": False}
 
 def train_sft(cfg: RecipeConfig) -> TrainResult:
     """Run the SFT stage of ``cfg`` and return where the adapter went."""
+    validate_recipe(cfg, ["sft"])
     started = time.perf_counter()
     stage = cfg.sft
     out = Path(stage.output_dir)

@@ -12,10 +12,20 @@ contract and no teacher.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
-from finsent.completion import DEFAULT_SYSTEM_PROMPT, DEFAULT_USER_TEMPLATE, LABELS, PromptConfig
+from finsent.anonymize import anonymize_text
+from finsent.completion import (
+    DEFAULT_SYSTEM_PROMPT,
+    DEFAULT_USER_TEMPLATE,
+    LABELS,
+    ParsedCompletion,
+    PromptConfig,
+    build_messages,
+    parse_completion,
+    strip_think,
+)
 from finsent.registry import Registry
 
 MetricKind = Literal["classification", "instruct"]
@@ -107,7 +117,8 @@ TRANSACTION_CATEGORIES: tuple[Category, ...] = (
 
 @dataclass(frozen=True)
 class Task:
-    """What a recipe trains for: its labels (None: free-form answers), default prompt and how eval scores it."""
+    """What a recipe trains for: its labels (None: free-form answers), its prompt, how answers are parsed and scored,
+    and whether texts are anonymized. ``RecipeConfig.get_task()`` gives the one every stage of a recipe reads."""
 
     name: str
     labels: tuple[str, ...] | None
@@ -116,6 +127,24 @@ class Task:
     title: str  # the dataset card's heading
     display_names: dict[str, str] = field(default_factory=dict)  # label -> what people read; default the label
     use_anonymizer: bool = False  # default of data.anonymize: mask personal data in every text read
+
+    def with_settings(self, prompt: PromptConfig, use_anonymizer: bool) -> Task:
+        """Return this task with a recipe's prompt and anonymizer setting."""
+        return replace(self, prompt=prompt, use_anonymizer=use_anonymizer)
+
+    def messages(self, text: str, system: str | None = None) -> list[dict[str, str]]:
+        """Return the system and user messages the model sees for ``text`` (``system`` replaces the prompt's)."""
+        return build_messages(text, replace(self.prompt, system=system) if system else self.prompt)
+
+    def parse(self, completion: str) -> ParsedCompletion:
+        """Parse a completion against the task's labels; a free-form answer is all reply, with no label."""
+        if self.labels is None:
+            return ParsedCompletion(None, strip_think(completion).strip(), "ok")
+        return parse_completion(completion, self.labels)
+
+    def anonymize(self, text: str) -> str:
+        """Return ``text`` as the model saw it in training: masked where the task masks personal data."""
+        return anonymize_text(text) if self.use_anonymizer else text
 
     def display(self, label: str | None) -> str:
         """Return the name people read for ``label`` (``no answer`` for None)."""

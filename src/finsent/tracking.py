@@ -14,21 +14,20 @@ a ``ConfigError`` naming the extra to install. Training stages hand the cloud tr
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
+from finsent.config import TrackingConfig
 from finsent.errors import ConfigError
 from finsent.figures import new_figure, save_figure
 from finsent.io import writing
 from finsent.registry import Registry
-
-if TYPE_CHECKING:
-    from finsent.config import TrackingConfig
 
 logger = logging.getLogger(__name__)
 
@@ -152,8 +151,6 @@ def plot_name(key: str) -> str:
 
 
 def _import(module: str, tracker: str, extra: str) -> Any:
-    import importlib
-
     try:
         return importlib.import_module(module)
     except ImportError as err:

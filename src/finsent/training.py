@@ -4,6 +4,7 @@ result."""
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
 import json
 import logging
@@ -13,21 +14,34 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
+import torch
 from accelerate import PartialState
-from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+from peft import LoraConfig, PeftModel
+from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import (
+    AutoModelForCausalLM,
+    BitsAndBytesConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    PreTrainedTokenizerFast,
+    Qwen3Config,
+    Qwen3ForCausalLM,
+    Trainer,
+    TrainerCallback,
+    TrainerControl,
+    TrainerState,
+    TrainingArguments,
+    set_seed,
+)
 
 from finsent.completion import LABELS
-from finsent.config import RecipeConfig, TrackingConfig, TrainStageConfig, dump_config, locate_key
+from finsent.config import RecipeConfig, TrackingConfig, TrainStageConfig, dump_config
 from finsent.errors import ConfigError, DataError
 from finsent.io import atomic_write_json, atomic_write_text, json_object
 from finsent.modeling import BUILTIN_PREFIX, adapter_base, builtin_tokenizer_dir, load_model, load_tokenizer
 from finsent.tracking import Tracker, numeric_metrics, trainer_report_to
-
-if TYPE_CHECKING:
-    from peft import LoraConfig
-    from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +79,7 @@ class TrainResult:
     metrics: dict[str, float]
     resumed_from: str | None
     best_checkpoint: str | None = None
+    is_main_process: bool = True  # this process wrote the outputs (one of several under accelerate or torchrun)
 
 
 def trainer_config(
@@ -80,8 +95,6 @@ def trainer_config(
 
 def lora_config(values: Mapping[str, Any], cfg: RecipeConfig, section: str) -> LoraConfig:
     """Return ``peft.LoraConfig(task_type="CAUSAL_LM", **values)``; its errors carry the recipe line."""
-    from peft import LoraConfig
-
     try:
         return LoraConfig(**{"task_type": "CAUSAL_LM", **values})
     except (TypeError, ValueError) as err:
@@ -94,7 +107,7 @@ def _library_error(err: Exception, values: Mapping[str, Any], cfg: RecipeConfig,
     named = [key for key in values if re.search(rf"\b{re.escape(key)}\b", str(err))]
     key = unexpected.group(1) if unexpected else (named[0] if named else None)
     dotted = f"{section}.{key}" if key else section
-    path, line = locate_key(cfg, dotted)
+    path, line = cfg.locate(dotted)
     if unexpected:
         message = f"unknown key for {section.rsplit('.', 1)[-1]} ({message})"
     return ConfigError(message, path=path, line=line, field=dotted)
@@ -110,7 +123,7 @@ def new_lora_config(
     if adapter_base(model) is None:
         return lora_config(values, cfg, section)
     if values:
-        path, line = locate_key(cfg, section)
+        path, line = cfg.locate(section)
         raise ConfigError(
             "the model is an adapter dir, trained on as it is: drop this section or give a base model",
             path=path,
@@ -127,7 +140,7 @@ def check_model_source(model: str, section: str, cfg: RecipeConfig) -> None:
     """Fail before anything loads when ``model`` is neither ``tiny:<kind>``, an existing path, nor a hub id."""
     if model.startswith(TINY_PREFIX) or Path(model).exists() or _HUB_ID.fullmatch(model):
         return
-    path, line = locate_key(cfg, f"{section}.model")
+    path, line = cfg.locate(f"{section}.model")
     raise ConfigError(
         "no such model directory",
         path=path,
@@ -142,11 +155,8 @@ def check_quantization(quantization: Literal["none", "4bit"], section: str, cfg:
     """Fail before any model loads when QLoRA is asked for without CUDA or without bitsandbytes."""
     if quantization == "none":
         return
-    import importlib.util
 
-    import torch
-
-    path, line = locate_key(cfg, f"{section}.quantization")
+    path, line = cfg.locate(f"{section}.quantization")
     if not torch.cuda.is_available():
         raise ConfigError(
             "4-bit QLoRA needs a CUDA GPU and none is visible",
@@ -178,9 +188,6 @@ def load_training_model(path: str, quantization: Literal["none", "4bit"], trust_
     adapter dir loaded trainable, so GRPO continues the SFT adapter."""
     base = adapter_base(path) or path
     if quantization == "4bit":
-        import torch
-        from transformers import AutoModelForCausalLM, BitsAndBytesConfig
-
         bnb = BitsAndBytesConfig(
             load_in_4bit=True,
             bnb_4bit_quant_type="nf4",
@@ -197,16 +204,12 @@ def load_training_model(path: str, quantization: Literal["none", "4bit"], trust_
     else:
         model = load_model(base, device=training_device(), trust_remote_code=trust_remote_code)
     if base != path:
-        from peft import PeftModel
-
         model = PeftModel.from_pretrained(model, path, is_trainable=True)
     return model.train()
 
 
 def tiny_shape(values: Mapping[str, Any], cfg: RecipeConfig, section: str) -> dict[str, Any]:
     """Return ``TINY_QWEN3`` with a stage's ``tiny`` overrides, checked by ``Qwen3Config``; errors carry the line."""
-    from transformers import Qwen3Config
-
     shape = {**TINY_QWEN3, **values}
     # Qwen3Config keeps unknown keys silently, so a typo would build the default shape: check the names first.
     known = set(inspect.signature(Qwen3Config.__init__).parameters) - {"self", *_FROM_TOKENIZER}
@@ -254,9 +257,6 @@ def build_tiny_qwen3(
     tokenizer: PreTrainedTokenizerBase, output_dir: str | Path, shape: Mapping[str, Any] = TINY_QWEN3, seed: int = 0
 ) -> Path:
     """Save a randomly initialised tiny Qwen3 of ``shape`` (default ``TINY_QWEN3``) with ``tokenizer``."""
-    import torch
-    from transformers import Qwen3Config, Qwen3ForCausalLM
-
     torch.manual_seed(seed)
     eos = tokenizer.convert_tokens_to_ids("<|im_end|>")
     config = Qwen3Config(
@@ -278,9 +278,6 @@ def train_chatml_tokenizer(texts: Iterable[str], vocab_size: int = 2048) -> PreT
     """Return a byte-level BPE trained on ``texts`` with ChatML special tokens and template, built offline (the way
     nanochat trains its test tokenizer): the tiny model's fallback without finsent[tiny], and a small vocabulary
     for tests that train a tiny model many steps (no GGUF export takes it)."""
-    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -387,8 +384,6 @@ def load_stage_model(
     cfg: RecipeConfig, stage: TrainStageConfig, seed: int, shape: dict[str, Any], padding_side: str
 ) -> tuple[PartialState, PreTrainedTokenizerBase, PreTrainedModel]:
     """Seed, save the resolved ``config.yaml`` beside the outputs, and load the tokenizer and the model to train."""
-    from transformers import set_seed
-
     state = PartialState()
     set_seed(seed)
     out = Path(stage.output_dir)
@@ -410,7 +405,9 @@ def train_and_save(
     out = trainer.args.output_dir
     trainer.save_model(out)
     metrics = {k: float(v) for k, v in train_output.metrics.items() if isinstance(v, int | float)}
-    result = TrainResult(out, out, metrics, resume_from, trainer.state.best_model_checkpoint)
+    result = TrainResult(
+        out, out, metrics, resume_from, trainer.state.best_model_checkpoint, trainer.is_world_process_zero()
+    )
     if trainer.is_world_process_zero():
         trainer.processing_class.save_pretrained(out)
         for tracker in trackers:

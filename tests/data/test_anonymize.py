@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
+from finsent.anonymize import anonymize_text
 from finsent.config import load_config
 from finsent.data import build_dataset
-from finsent.data.anonymize import anonymize_examples, anonymize_text
-from finsent.data.sources import Example, InstructExample, example_id
+from finsent.data.readers import Example, InstructExample, anonymize_examples, example_id
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,7 @@ from collections import Counter
 
 from finsent.config import BalanceConfig, SplitConfig
 from finsent.data.balance import balance_examples, balance_targets, stratified_split, upsample
-from finsent.data.sources import Example, example_id
+from finsent.data.readers import Example, example_id
 
 
 def make(counts: dict[str, int]) -> list[Example]:

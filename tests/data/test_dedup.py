@@ -14,7 +14,8 @@ from datasketch import MinHash, MinHashLSH
 
 from finsent.config import DedupConfig, SourceConfig
 from finsent.data.dedup import TextOverlap, _Sketcher, deduplicate, find_contamination, find_overlap
-from finsent.data.sources import Example, RowErrors, example_id, load_source, normalize_text
+from finsent.data.readers import Example, RowErrors, example_id, normalize_text
+from finsent.data.sources import load_source
 
 LONG = (
     "Finnish forest industry group Stora Enso said on Tuesday that its operating profit for the third quarter of the "

@@ -10,7 +10,8 @@ from finsent.completion import PromptConfig
 from finsent.config import MixtureConfig, SourceConfig, load_config
 from finsent.data import build_dataset
 from finsent.data.instruct import filter_by_length, mix_examples, mixture_targets
-from finsent.data.sources import InstructExample, RowErrors, load_source
+from finsent.data.readers import InstructExample, RowErrors
+from finsent.data.sources import load_source
 from finsent.errors import ConfigError, DataError
 from sujet_schema import sujet_rows, write_sujet_parquet
 

@@ -9,7 +9,7 @@ from finsent.cli import main
 from finsent.completion import parse_completion
 from finsent.config import load_config
 from finsent.data import build_dataset
-from finsent.data.sources import normalize_text
+from finsent.data.readers import normalize_text
 
 
 def read_jsonl(path: Path) -> list[dict]:

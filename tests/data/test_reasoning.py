@@ -17,12 +17,16 @@ import pytest
 from fake_openai_server import FakeOpenAIServer, Reply, default_content, scripted, text_of
 from finsent.completion import PromptConfig, render_completion
 from finsent.config import SourceConfig, TeacherConfig, ValidationConfig
+from finsent.data.readers import Example, RowErrors, example_id
 from finsent.data.reasoning import build_teacher_messages, generate_reasoning, read_records
-from finsent.data.sources import Example, RowErrors, example_id, load_source
+from finsent.data.sources import load_source
 from finsent.data.teachers import TeacherOutput, TeacherRequest
 from finsent.errors import ConfigError, DataError
+from finsent.tasks import TASKS
 
 TIMEOUT_S = 0.3
+
+SENTIMENT = TASKS.get("sentiment")
 
 
 def _examples(labeled: dict[str, str]) -> list[Example]:
@@ -31,8 +35,8 @@ def _examples(labeled: dict[str, str]) -> list[Example]:
 
 def _openai_cfg(url: str, **overrides: Any) -> TeacherConfig:
     settings: dict[str, Any] = dict(
-        name="openai", model="fake", base_urls=[url], timeout_s=TIMEOUT_S, max_retries=2, backoff_s=0.01,
-        max_backoff_s=0.05, max_concurrency=4, attempts_per_example=2, temperature=0.6, temperature_step=0.2,
+        name="openai", model="fake", base_urls=[url], timeout_s=TIMEOUT_S, max_retries=2, max_concurrency=4,
+        attempts_per_example=2, temperature=0.6, temperature_step=0.2,
     )  # fmt: skip
     settings.update(overrides)
     return TeacherConfig(**settings)
@@ -81,12 +85,12 @@ def test_faults_are_retried_rejected_or_failed_and_failed_ones_rerun(tmp_path: P
     path = tmp_path / "generations.jsonl"
     with FakeOpenAIServer(scripted(script)) as server:
         cfg = _openai_cfg(server.url)
-        first = generate_reasoning(examples, cfg, PromptConfig(), ValidationConfig(), path)
+        first = generate_reasoning(examples, cfg, SENTIMENT, ValidationConfig(), path)
         counts_after_first = {text: server.count(text) for text in script}
         tokens = _delivered_tokens(server)
 
         server.respond = scripted({})  # the outage is over
-        second = generate_reasoning(examples, cfg, PromptConfig(), ValidationConfig(), path)
+        second = generate_reasoning(examples, cfg, SENTIMENT, ValidationConfig(), path)
 
     assert first.counts == {"kept": 8, "rejected": 3, "failed": 2}
     assert first.rejections == {"format:empty": 1, "format:no_answer_tag": 1, "answer_mismatch": 1}
@@ -147,7 +151,7 @@ def test_blind_mode_keeps_only_answers_that_match_gold(tmp_path: Path) -> None:
     examples = _examples({"The AGM is held in May.": "neutral", "Net sales rose 20 %.": "positive"})
     with FakeOpenAIServer() as server:
         result = generate_reasoning(
-            examples, _openai_cfg(server.url, mode="blind"), PromptConfig(), ValidationConfig(), tmp_path / "g.jsonl"
+            examples, _openai_cfg(server.url, mode="blind"), SENTIMENT, ValidationConfig(), tmp_path / "g.jsonl"
         )
 
     assert [result.records[ex.id].status for ex in examples] == ["kept", "rejected"]
@@ -159,11 +163,11 @@ def test_blind_mode_keeps_only_answers_that_match_gold(tmp_path: Path) -> None:
 def test_lexicon_run_resumes_after_a_torn_last_line(tmp_path: Path, phrasebank_allagree: Path) -> None:
     examples = load_source(SourceConfig("financial_phrasebank", str(phrasebank_allagree), max_rows=40), RowErrors())
     path = tmp_path / "generations.jsonl"
-    full = generate_reasoning(examples, TeacherConfig(), PromptConfig(), ValidationConfig(), tmp_path / "full.jsonl")
+    full = generate_reasoning(examples, TeacherConfig(), SENTIMENT, ValidationConfig(), tmp_path / "full.jsonl")
     lines = (tmp_path / "full.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)
     path.write_text("".join(lines[:10]) + lines[10][:25], encoding="utf-8")  # killed mid-write
 
-    resumed = generate_reasoning(examples, TeacherConfig(), PromptConfig(), ValidationConfig(), path)
+    resumed = generate_reasoning(examples, TeacherConfig(), SENTIMENT, ValidationConfig(), path)
 
     assert resumed.counts == full.counts == {"kept": 40}
     assert resumed.records == full.records
@@ -185,7 +189,7 @@ def test_each_record_is_on_disk_before_the_next_reply(tmp_path: Path, monkeypatc
     monkeypatch.setattr("finsent.data.reasoning.load_teacher", lambda cfg: Peeking())
     examples = _examples({f"Net sales rose {n} % in the quarter.": "positive" for n in range(5)})
 
-    generate_reasoning(examples, TeacherConfig(), PromptConfig(), ValidationConfig(), path)
+    generate_reasoning(examples, TeacherConfig(), SENTIMENT, ValidationConfig(), path)
 
     assert seen_lines == [0, 1, 2, 3, 4]
 
@@ -207,12 +211,12 @@ def test_bad_teacher_config_is_reported_before_any_request(tmp_path: Path) -> No
     examples = _examples({"Net sales rose 20 %.": "positive"})
     bad_shot = TeacherConfig(few_shot=[{"text": "t", "label": "bullish", "reasoning": "r"}])
     with pytest.raises(ConfigError, match=r"teacher\.few_shot\.0\.label: expected positive\|negative\|neutral"):
-        generate_reasoning(examples, bad_shot, PromptConfig(), ValidationConfig(), tmp_path / "g.jsonl")
+        generate_reasoning(examples, bad_shot, SENTIMENT, ValidationConfig(), tmp_path / "g.jsonl")
     with pytest.raises(ConfigError, match=r"teacher\.guided_hint: expected a template whose only field is \{label\}"):
         generate_reasoning(
             examples,
             TeacherConfig(guided_hint="Gold: {gold}"),
-            PromptConfig(),
+            SENTIMENT,
             ValidationConfig(),
             tmp_path / "g.jsonl",
         )
@@ -222,15 +226,15 @@ def test_bad_teacher_config_is_reported_before_any_request(tmp_path: Path) -> No
 _RUN = """
 import json, sys
 from pathlib import Path
-from finsent.completion import PromptConfig
 from finsent.config import TeacherConfig, ValidationConfig
 from finsent.data.reasoning import generate_reasoning
-from finsent.data.sources import Example
+from finsent.data.readers import Example
+from finsent.tasks import TASKS
 
 url, examples_path, out = sys.argv[1:]
 examples = [Example(**row) for row in json.loads(Path(examples_path).read_text())]
 cfg = TeacherConfig(name="openai", model="fake", base_urls=[url], max_concurrency=2, timeout_s=5.0)
-generate_reasoning(examples, cfg, PromptConfig(), ValidationConfig(), Path(out))
+generate_reasoning(examples, cfg, TASKS.get("sentiment"), ValidationConfig(), Path(out))
 """
 
 
@@ -253,7 +257,7 @@ def test_sigkill_mid_run_then_resume_matches_an_uninterrupted_run(tmp_path: Path
 
     with FakeOpenAIServer(_deterministic) as server:
         cfg.base_urls = [server.url]
-        clean = generate_reasoning(examples, cfg, PromptConfig(), ValidationConfig(), tmp_path / "clean.jsonl")
+        clean = generate_reasoning(examples, cfg, SENTIMENT, ValidationConfig(), tmp_path / "clean.jsonl")
         process = subprocess.Popen([sys.executable, str(script), server.url, str(examples_path), str(killed)])
         deadline = time.monotonic() + 60
         while process.poll() is None and time.monotonic() < deadline:
@@ -266,7 +270,7 @@ def test_sigkill_mid_run_then_resume_matches_an_uninterrupted_run(tmp_path: Path
         written = killed.read_bytes().count(b"\n")
         finished = {json.loads(line)["id"] for line in killed.read_bytes().splitlines()[:written]}
         before_resume = len(server.log)
-        resumed = generate_reasoning(examples, cfg, PromptConfig(), ValidationConfig(), killed)
+        resumed = generate_reasoning(examples, cfg, SENTIMENT, ValidationConfig(), killed)
         resent = {e.text for e in server.log[before_resume:]}
 
     assert process.returncode == -signal.SIGKILL

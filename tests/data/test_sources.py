@@ -14,7 +14,8 @@ import pytest
 
 from finsent.completion import LABELS
 from finsent.config import SourceConfig
-from finsent.data.sources import SOURCES, Example, RowErrors, example_id, load_source
+from finsent.data.readers import Example, RowErrors, example_id
+from finsent.data.sources import SOURCES, load_source
 from finsent.errors import ConfigError, DataError
 
 

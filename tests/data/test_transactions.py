@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from finsent.anonymize import anonymize_text
 from finsent.config import SourceConfig, TeacherConfig, ValidationConfig, load_config
 from finsent.data import build_dataset
-from finsent.data.anonymize import anonymize_text
-from finsent.data.sources import RowErrors, load_source
+from finsent.data.readers import RowErrors
+from finsent.data.sources import load_source
 from finsent.data.teachers import load_teacher
 from finsent.data.transactions import CATEGORY_IDS, categorize, generate_transactions, normalize_category
 from finsent.data.validate import validate_completion

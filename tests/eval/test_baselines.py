@@ -3,7 +3,8 @@
 from collections import Counter
 
 from finsent.config import SourceConfig
-from finsent.data.sources import RowErrors, load_source
+from finsent.data.readers import RowErrors
+from finsent.data.sources import load_source
 from finsent.eval.baselines import BASELINES
 from finsent.eval.metrics import classification_metrics
 from finsent.eval.protocols import split_indices

@@ -6,11 +6,12 @@ import math
 import pytest
 from datasets import Dataset
 
-from finsent.config import EvalSetConfig
-from finsent.data.sources import Example, RowErrors
+from finsent.checks import validate_recipe
+from finsent.config import EvalSetConfig, load_config
+from finsent.data.readers import Example, RowErrors
 from finsent.errors import ConfigError
 from finsent.eval import read_test_set
-from finsent.eval.protocols import PROTOCOLS, apply_protocol, check_protocol, split_indices
+from finsent.eval.protocols import PROTOCOLS, apply_protocol, split_indices
 
 
 @pytest.mark.parametrize(("n", "test_size"), [(4846, 0.25), (1173, 0.226), (37, 0.25)])
@@ -42,12 +43,20 @@ def test_holdout_uses_the_configured_share_and_seed():
     assert cfg.display_name == "csv:x"
 
 
-def test_protocol_on_another_source_is_refused():
-    cfg = EvalSetConfig(name="twitter_financial_news", path="sent_valid.csv", protocol="fpb_50agree")
-    with pytest.raises(ConfigError, match=r"eval.test_sets.0.name: .*expected financial_phrasebank"):
-        check_protocol(cfg, "eval.test_sets.0")
+def test_protocol_on_another_source_is_refused_at_its_recipe_line(tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        "eval:\n"
+        "  baselines: [majority]\n"
+        "  test_sets:\n"
+        "    - {name: twitter_financial_news, path: sent_valid.csv, protocol: fpb_50agree}\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError, match=rf"{recipe}:4: eval.test_sets.0.name: .*expected financial_phrasebank"):
+        validate_recipe(load_config(recipe), ["eval"])
+    typo = load_config(None, ["eval.baselines=[majority]", "eval.test_sets=[{name: fiqa_sa, protocol: fiqa}]"])
     with pytest.raises(ConfigError, match="Did you mean 'fiqa_sa'"):
-        check_protocol(EvalSetConfig(name="fiqa_sa", protocol="fiqa"), "eval.test_sets.0")
+        validate_recipe(typo, ["eval"])
 
 
 def test_split_fields_are_checked():

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from finsent.config import SourceConfig, load_config
-from finsent.data.sources import RowErrors, load_source, normalize_text
+from finsent.data.readers import RowErrors, normalize_text
+from finsent.data.sources import load_source
 from finsent.eval import evaluate_model
 from finsent.eval.protocols import split_indices
 

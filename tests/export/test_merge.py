@@ -13,6 +13,7 @@ from finsent.errors import ConfigError
 from finsent.export import export_model
 from finsent.export.merge import ReloadGateError, check_merge, merge_adapter
 from finsent.modeling import load_model
+from finsent.tasks import TASKS
 
 PROMPTS = [
     build_messages(text, PromptConfig())
@@ -49,7 +50,7 @@ def test_merge_changes_the_lora_weights_keeps_tied_embeddings_and_passes_the_gat
     reloaded = load_model(str(merged_dir), device="cpu")
     assert reloaded.lm_head.weight.data_ptr() == reloaded.model.embed_tokens.weight.data_ptr()
 
-    report = check_merge(tiny_adapter_dir, merged_dir, PROMPTS, **GATE)
+    report = check_merge(tiny_adapter_dir, merged_dir, PROMPTS, TASKS.get("sentiment"), **GATE)
     assert report.is_passed and report.max_abs_diff <= report.tolerance
     assert report.adapter_effect > 10 * report.tolerance  # the gate could see a merge that did nothing
     assert report.merged_compliance == report.adapter_compliance
@@ -71,7 +72,7 @@ def test_gate_catches_lost_tied_embeddings(tiny_adapter_dir, tmp_path):
     config = json.loads((merged_dir / "config.json").read_text())
     (merged_dir / "config.json").write_text(json.dumps({**config, "tie_word_embeddings": False}))
     with pytest.raises(ReloadGateError, match="tied embeddings"):
-        check_merge(tiny_adapter_dir, merged_dir, PROMPTS, **GATE)
+        check_merge(tiny_adapter_dir, merged_dir, PROMPTS, TASKS.get("sentiment"), **GATE)
 
 
 def test_export_of_an_adapter_writes_merged_gate_comparison_card_and_result(tiny_adapter_dir, tmp_path):

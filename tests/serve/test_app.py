@@ -9,10 +9,13 @@ import pytest
 
 from app_server import serving
 from finsent.completion import DEFAULT_SYSTEM_PROMPT, LABELS
-from finsent.config import ModelConfig, ServeConfig
+from finsent.config import ModelConfig, ServeConfig, load_config
+from finsent.data import build_dataset
 from finsent.errors import ConfigError, FinsentError
 from finsent.serve.app import chat_messages, chat_sampling, create_app
 from finsent.serve.backends import GREEDY, Sampling, load_backend
+from finsent.tasks import TASKS, TRANSACTION_CATEGORIES
+from warm_model import warm_tiny_qwen3
 
 
 class Gated:
@@ -50,7 +53,7 @@ def test_sentiment_one_and_batch_health_openapi_and_page(tiny):
         one = client.post("/v1/sentiment", json={"text": "Net sales rose 12% to EUR 85 million."})
         assert one.status_code == 200, one.text
         body = one.json()
-        assert body.keys() == {"label", "reasoning", "status", "latency_ms"}
+        assert body.keys() == {"label", "display_name", "reasoning", "status", "latency_ms"}
         assert body["label"] in (*LABELS, None) and body["status"] in ("ok", "fallback", "missing")
         assert body["latency_ms"] > 0 and one.headers["x-request-id"]
         batch = client.post("/v1/sentiment", json={"texts": ["Shares fell.", "Profit doubled.", "No change."]})
@@ -143,7 +146,7 @@ def test_api_key_is_required_when_configured(tiny, monkeypatch):
         assert client.get("/health").is_success  # liveness needs no key
     monkeypatch.delenv("FINSENT_TEST_API_KEY")
     with pytest.raises(ConfigError, match="serve.api_key_env: the API key variable FINSENT_TEST_API_KEY is not set"):
-        create_app(tiny, ServeConfig(api_key_env="FINSENT_TEST_API_KEY"))
+        create_app(tiny, ServeConfig(api_key_env="FINSENT_TEST_API_KEY"), TASKS.get("sentiment"))
 
 
 def test_body_size_limit_answers_413_declared_or_streamed(tiny):
@@ -235,3 +238,38 @@ def test_access_log_is_one_json_record_per_request(tiny, caplog):
         ("GET", "/health", 200),
     ]
     assert records[0]["request_id"] == "req-1" and records[0]["latency_ms"] > 0 and records[0]["client"] == "127.0.0.1"
+
+
+class Recording:
+    """Wraps a backend and keeps every prompt it is asked to complete."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.prompts = []
+
+    def complete(self, prompts, sampling=GREEDY):
+        self.prompts.extend(prompts)
+        return self.inner.complete(prompts, sampling)
+
+
+def test_a_served_transactions_model_answers_categories_and_sees_masked_text(tmp_path):
+    """The tiny model warmed up (plain torch, seconds) on synthetic transactions, served for task transactions:
+    answers are parsed against the 12 categories with their display names, not against the sentiment labels, and
+    the model sees the masked text it was trained on."""
+    cfg = load_config("tiny-cpu-transactions", [f"output_dir={tmp_path}", "data.sources.0.num_examples=60"])
+    build_dataset(cfg)
+    task = cfg.get_task()
+    model = warm_tiny_qwen3(tmp_path / "data" / "train.jsonl", tmp_path / "model")
+    backend = Recording(load_backend(ModelConfig(path=str(model), max_new_tokens=64, batch_size=8)))
+    texts = ["SQ *STARBUCKS #1234 SEATTLE WA 6.50", "CARD 4921 1234 5678 9012 SHELL OIL 45.10", "NETFLIX.COM 15.49"]
+    with serving(backend, task) as client:
+        response = client.post("/v1/sentiment", json={"texts": texts})
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    assert [r["status"] for r in results].count("ok") >= 2
+    assert all(r["label"] in task.labels for r in results)
+    assert [r["display_name"] for r in results] == [task.display(r["label"]) for r in results]
+    assert {r["display_name"] for r in results} <= {c.name for c in TRANSACTION_CATEGORIES}
+    seen = [messages[-1]["content"] for messages in backend.prompts]
+    assert seen[1] == "Transaction: CARD [CARD] SHELL OIL 45.10" and seen[0] == f"Transaction: {texts[0]}"
+    assert backend.prompts[0][0]["content"] == task.prompt.system

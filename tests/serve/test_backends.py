@@ -61,7 +61,15 @@ def test_openai_backend_against_a_local_server(monkeypatch):
 def test_openai_backend_names_the_url_and_status_on_a_server_error():
     with FakeOpenAIServer(lambda payload, seen: Reply(status=500, content="boom")) as server:
         backend = load_backend(ModelConfig(path="m", backend="openai", base_url=server.url, timeout_s=5))
-        with pytest.raises(FinsentError, match=rf"{server.url}/chat/completions: HTTP 500"):
+        with pytest.raises(FinsentError, match=rf"{server.url}/chat/completions: HTTP 500: .*boom"):
+            backend.complete(["hello"])
+        assert len(server.log) == 4, "the openai client retries a 500 three times"
+
+
+def test_openai_backend_names_the_url_on_a_reply_that_is_no_chat_completion():
+    with FakeOpenAIServer(lambda payload, seen: Reply(raw_body=b'{"choices": [')) as server:
+        backend = load_backend(ModelConfig(path="m", backend="openai", base_url=server.url, timeout_s=5))
+        with pytest.raises(FinsentError, match=rf"{server.url}/chat/completions: not a chat-completions reply"):
             backend.complete(["hello"])
 
 

@@ -6,11 +6,11 @@ import json
 import pytest
 
 from fake_openai_server import FakeOpenAIServer, Reply, scripted
-from finsent.completion import PromptConfig
 from finsent.config import ModelConfig
 from finsent.errors import DataError
 from finsent.serve.backends import load_backend
 from finsent.serve.predict import predict_file, predict_texts, read_inputs
+from finsent.tasks import TASKS
 
 TEXTS = [f"Company {i} said net sales rose {i}% in the quarter." for i in range(7)]
 
@@ -31,7 +31,7 @@ def test_tiny_model_resumes_after_a_cut_without_duplicates_or_losses(tiny_model_
     backend.complete = lambda prompts: calls.append(len(prompts)) or complete(prompts)  # count what is generated
     source, out = write_csv(tmp_path / "in.csv", TEXTS), tmp_path / "out.jsonl"
 
-    first = predict_file(backend, source, out, PromptConfig(), batch_size=3)
+    first = predict_file(backend, source, out, TASKS.get("sentiment"), batch_size=3)
     assert (first.num_new, first.num_resumed, sum(calls)) == (7, 0, 7)
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["id"] for r in rows] == [str(i) for i in range(1, 8)]
@@ -41,7 +41,7 @@ def test_tiny_model_resumes_after_a_cut_without_duplicates_or_losses(tiny_model_
     lines = out.read_text().splitlines(keepends=True)
     out.write_text("".join(lines[:4]) + lines[4][: len(lines[4]) // 2])
     calls.clear()
-    second = predict_file(backend, source, out, PromptConfig(), batch_size=3)
+    second = predict_file(backend, source, out, TASKS.get("sentiment"), batch_size=3)
     assert (second.num_new, second.num_resumed, sum(calls)) == (3, 4, 3)
     again = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["id"] for r in again] == [str(i) for i in range(1, 8)]
@@ -56,8 +56,8 @@ def test_openai_file_prediction_keeps_ids_and_flags_broken_format(tmp_path):
         backend = load_backend(ModelConfig(path="m", backend="openai", base_url=server.url, batch_size=4))
         source = tmp_path / "in.jsonl"
         source.write_text("".join(json.dumps({"id": f"r{i}", "text": t}) + "\n" for i, t in enumerate(TEXTS)))
-        result = predict_file(backend, source, tmp_path / "out.jsonl", PromptConfig(), batch_size=4)
-        rerun = predict_file(backend, source, tmp_path / "out.jsonl", PromptConfig(), batch_size=4)
+        result = predict_file(backend, source, tmp_path / "out.jsonl", TASKS.get("sentiment"), batch_size=4)
+        rerun = predict_file(backend, source, tmp_path / "out.jsonl", TASKS.get("sentiment"), batch_size=4)
         assert [server.count(t) for t in TEXTS] == [1] * 7  # the rerun asked for nothing
     assert rerun.num_resumed == 7 and rerun.predictions == result.predictions
     by_id = {p.id: p for p in result.predictions}
@@ -67,7 +67,7 @@ def test_openai_file_prediction_keeps_ids_and_flags_broken_format(tmp_path):
 
 def test_single_text_prediction(tiny_model_dir):
     backend = load_backend(ModelConfig(path=str(tiny_model_dir), max_new_tokens=4))
-    (prediction,) = predict_texts(backend, ["Operating profit rose."], PromptConfig())
+    (prediction,) = predict_texts(backend, ["Operating profit rose."], TASKS.get("sentiment"))
     assert prediction.text == "Operating profit rose." and prediction.completion_tokens <= 4
     assert prediction.status in ("ok", "fallback", "missing")
 

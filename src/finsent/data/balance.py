@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import TypeVar
 
 from finsent.config import BalanceConfig, SplitConfig
-from finsent.data.sources import Example
+from finsent.data.readers import Example
 
 Row = TypeVar("Row", bound=Example)
 

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from finsent.figures import new_figure, save_figure
+from finsent.tasks import TASKS
 
 # What each source's data is licensed under, as its publisher states it; the card repeats it.
 SOURCE_LICENSES = {
@@ -25,8 +26,6 @@ _SYNTHETIC = ("demo", "synthetic_transactions")
 
 def render_card(report: dict[str, Any]) -> str:
     """Return a Hugging Face dataset card for the report of one data run."""
-    from finsent.tasks import TASKS
-
     task = TASKS.get(report["task"])
     splits = report["splits"]
     labels = sorted({label for counts in splits.values() for label in counts})

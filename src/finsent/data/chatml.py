@@ -7,7 +7,7 @@ from typing import Any
 
 from finsent.completion import PromptConfig, build_messages
 from finsent.data.instruct import conversation
-from finsent.data.sources import Example, InstructExample
+from finsent.data.readers import Example, InstructExample
 
 
 @dataclass(frozen=True)

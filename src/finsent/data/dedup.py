@@ -21,7 +21,7 @@ from datasketch import LeanMinHash, MinHash, MinHashLSH
 from tqdm.auto import tqdm
 
 from finsent.config import DedupConfig
-from finsent.data.sources import Example, normalize_text
+from finsent.data.readers import Example, normalize_text
 
 logger = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ import random
 from collections.abc import Iterator
 
 from finsent.config import SourceConfig
-from finsent.data.sources import Example, RowErrors, example_id
+from finsent.data.readers import Example, RowErrors, example_id
 
 _COMPANIES = [
     "Nordic Paper",

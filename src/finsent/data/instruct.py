@@ -19,7 +19,8 @@ from tqdm.auto import tqdm
 
 from finsent.completion import PromptConfig, build_messages
 from finsent.config import MixtureConfig
-from finsent.data.sources import InstructExample
+from finsent.data.readers import InstructExample
+from finsent.modeling import load_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -73,8 +74,6 @@ def filter_by_length(
 
 
 def _token_counts(chats: list[list[dict[str, str]]], tokenizer_id: str) -> list[int]:
-    from finsent.modeling import load_tokenizer
-
     tokenizer = load_tokenizer(tokenizer_id)
     lengths = []
     for start in tqdm(range(0, len(chats), _BATCH), desc="count tokens", unit="batch"):

@@ -15,21 +15,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from datasets import load_dataset
+from huggingface_hub import HfApi
+
+from finsent.anonymize import anonymize_text
+from finsent.checks import validate_recipe
 from finsent.completion import parse_completion
-from finsent.config import RecipeConfig, SourceConfig, config_hash, dump_config, locate_key
-from finsent.data.anonymize import anonymize_examples, anonymize_text
+from finsent.config import RecipeConfig, SourceConfig, config_hash, dump_config
 from finsent.data.balance import balance_examples, label_counts, stratified_split, upsample
 from finsent.data.card import SOURCE_LICENSES, data_metrics, plot_data_summary, render_card
 from finsent.data.chatml import ReasonedExample, instruct_to_chatml, to_chatml
 from finsent.data.dedup import deduplicate, find_contamination
 from finsent.data.instruct import filter_by_length, mix_examples
+from finsent.data.readers import Example, InstructExample, RowErrors, anonymize_examples
 from finsent.data.reasoning import ReasoningResult, generate_reasoning
-from finsent.data.sources import Example, InstructExample, RowErrors, load_source
-from finsent.data.teachers import check_teacher_task
+from finsent.data.sources import load_source
 from finsent.data.validate import validate_input
 from finsent.errors import ConfigError, DataError
 from finsent.io import atomic_write_json, atomic_write_jsonl, atomic_write_text
-from finsent.tasks import TASKS, Task
+from finsent.tasks import Task
 from finsent.tracking import start_tracking
 
 logger = logging.getLogger(__name__)
@@ -49,9 +53,8 @@ class DataResult:
 
 def build_dataset(cfg: RecipeConfig) -> DataResult:
     """Run the data stage of ``cfg`` and return where its outputs are."""
-    data = cfg.data
-    task = TASKS.get(cfg.task)
-    check_teacher_fits(cfg)
+    validate_recipe(cfg, ["data"])
+    data, task = cfg.data, cfg.get_task()
     out = Path(data.output_dir)
     atomic_write_text(out / "config.yaml", dump_config(cfg))
     errors = RowErrors(data.on_error)
@@ -59,7 +62,7 @@ def build_dataset(cfg: RecipeConfig) -> DataResult:
     examples: list[Example] = []
     source_reports = []
     for i, source in enumerate(data.sources):
-        rows = read_source(source, errors, bool(data.anonymize))
+        rows = read_source(source, errors, task.use_anonymizer)
         check_source_task(rows, task, cfg, i)
         source_reports.append(
             {
@@ -106,9 +109,7 @@ def build_dataset(cfg: RecipeConfig) -> DataResult:
     reasoning: ReasoningResult | None = None
     kept: list[Example] = list(balanced)
     if task.labels is not None:
-        reasoning = generate_reasoning(
-            balanced, data.teacher, cfg.prompt, data.validation, generations_path(cfg), task.labels
-        )
+        reasoning = generate_reasoning(balanced, data.teacher, task, data.validation, generations_path(cfg))
         records = reasoning.records
         kept = [
             ReasonedExample(ex.id, ex.text, ex.label, ex.source, ex.meta, completion=records[ex.id].completion)
@@ -128,7 +129,7 @@ def build_dataset(cfg: RecipeConfig) -> DataResult:
     paths = {}
     for name in SPLITS:
         rows = (
-            instruct_to_chatml(ex, cfg.prompt) if isinstance(ex, InstructExample) else to_chatml(ex, cfg.prompt)
+            instruct_to_chatml(ex, task.prompt) if isinstance(ex, InstructExample) else to_chatml(ex, task.prompt)
             for ex in splits[name]
         )
         paths[name] = str(atomic_write_jsonl(out / f"{name}.jsonl", rows))
@@ -139,7 +140,7 @@ def build_dataset(cfg: RecipeConfig) -> DataResult:
         "anonymized": bool(data.anonymize),
         "sources": source_reports,
         "skipped_rows": dict(errors.counts),
-        "skipped_samples": [anonymize_text(s) for s in errors.samples] if data.anonymize else errors.samples,
+        "skipped_samples": [task.anonymize(s) for s in errors.samples],
         "filtered_rows": dict(errors.filtered),
         "input_rejections": dict(input_rejections),
         "dedup": {
@@ -193,19 +194,6 @@ def build_dataset(cfg: RecipeConfig) -> DataResult:
     return result
 
 
-def check_teacher_fits(cfg: RecipeConfig) -> None:
-    """Fail, at the recipe line, when the teacher explains another task (instructions need no teacher)."""
-    if TASKS.get(cfg.task).labels is None:
-        return
-    try:
-        check_teacher_task(cfg.data.teacher.name, cfg.task)
-    except ConfigError as err:
-        path, line = locate_key(cfg, "data.teacher.name")
-        raise ConfigError(
-            err.message, path=path, line=line, field=err.field, expected=err.expected, got=err.got
-        ) from err
-
-
 def read_source(source: SourceConfig, errors: RowErrors, use_anonymizer: bool) -> list[Example]:
     """Read one source; with ``use_anonymizer``, mask personal data in its texts and in the errors it raises."""
     if not use_anonymizer:
@@ -219,7 +207,7 @@ def read_source(source: SourceConfig, errors: RowErrors, use_anonymizer: bool) -
 
 def check_source_task(rows: list[Example], task: Task, cfg: RecipeConfig, index: int) -> None:
     """Fail when a source's rows do not fit the task: labels outside its set, or labels where instructions go."""
-    path, line = locate_key(cfg, f"data.sources.{index}")
+    path, line = cfg.locate(f"data.sources.{index}")
     field = f"data.sources.{index}.name"
     name = cfg.data.sources[index].name
     is_instruct = [isinstance(ex, InstructExample) for ex in rows]
@@ -338,8 +326,6 @@ def generations_path(cfg: RecipeConfig) -> Path:
 
 def push_dataset(output_dir: Path, repo_id: str) -> None:
     """Upload the three splits and the dataset card to the Hugging Face Hub as ``repo_id``."""
-    from datasets import load_dataset
-    from huggingface_hub import HfApi
 
     files = {name: str(output_dir / f"{name}.jsonl") for name in SPLITS}
     load_dataset("json", data_files=files).push_to_hub(repo_id)

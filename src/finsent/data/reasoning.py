@@ -4,7 +4,7 @@ Each example gets up to ``attempts_per_example`` rounds, the temperature rising 
 round; a reply that fails validation goes to the next round, and after the last the example is ``rejected`` with
 the last reason. An example whose requests fail after all HTTP retries is ``failed`` and is retried on the next
 run; ``kept`` and ``rejected`` ones are skipped. A record is appended and flushed the moment it is final, so a kill
-loses only the requests in flight. Usage: ``generate_reasoning(examples, cfg.data.teacher, cfg.prompt,
+loses only the requests in flight. Usage: ``generate_reasoning(examples, cfg.data.teacher, cfg.get_task(),
 cfg.data.validation, Path("generations.jsonl"))``.
 """
 
@@ -23,13 +23,14 @@ from typing import Literal, get_args
 
 from tqdm.auto import tqdm
 
-from finsent.completion import LABELS, PromptConfig, build_messages, parse_completion, render_completion
+from finsent.completion import PromptConfig, build_messages, parse_completion, render_completion
 from finsent.config import TeacherConfig, ValidationConfig
-from finsent.data.sources import Example
+from finsent.data.readers import Example
 from finsent.data.teachers import Teacher, TeacherRequest, load_teacher
 from finsent.data.validate import validate_completion
 from finsent.errors import ConfigError, DataError
 from finsent.io import atomic_write_jsonl, json_object, writing
+from finsent.tasks import Task
 
 logger = logging.getLogger(__name__)
 
@@ -71,13 +72,14 @@ _FIELDS = tuple(f.name for f in dataclasses.fields(ReasoningRecord))
 def generate_reasoning(
     examples: list[Example],
     teacher_cfg: TeacherConfig,
-    prompt: PromptConfig,
+    task: Task,
     validation: ValidationConfig,
     path: Path,
-    labels: tuple[str, ...] = LABELS,
 ) -> ReasoningResult:
-    """Have the teacher explain every example not already final in ``path``; return the records of ``examples``."""
+    """Have the teacher explain every example not already final in ``path`` (prompted and validated as ``task``
+    says); return the records of ``examples``."""
     start = time.perf_counter()
+    labels = task.labels or ()
     _check_teacher_config(teacher_cfg, labels)
     path = Path(path)
     records = read_records(path)
@@ -101,7 +103,7 @@ def generate_reasoning(
                 records[record.id] = record
                 bar.update()
 
-            _run_rounds(load_teacher(teacher_cfg), todo, teacher_cfg, prompt, validation, labels, finish)
+            _run_rounds(load_teacher(teacher_cfg), todo, teacher_cfg, task.prompt, validation, labels, finish)
         records = read_records(path)  # drops the lines that retried ids superseded
     seconds = time.perf_counter() - start
     final = {ex.id: records[ex.id] for ex in unique}

@@ -9,80 +9,43 @@ Text files report 1-based physical lines; Parquet files and hub datasets report 
 
 from __future__ import annotations
 
-import codecs
-import csv
-import hashlib
 import json
 import logging
 import math
 import random
 import re
-import unicodedata
 from bisect import bisect_right
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from finsent.config import SourceConfig
-from finsent.data.labels import check_label_map, describe_labels, fiqa_label, normalize_label
-from finsent.errors import ConfigError, DataError
+from finsent.data.labels import fiqa_label
+from finsent.data.readers import (
+    Example,
+    InstructExample,
+    RowErrors,
+    csv_rows,
+    decode_lines,
+    example_id,
+    generic_columns,
+    hub_name,
+    hub_rows,
+    jsonl_rows,
+    local_file,
+    locate_source,
+    parquet_rows,
+    read_bytes,
+    read_examples,
+    source_label_map,
+    source_rows,
+    to_example,
+)
+from finsent.errors import DataError
 from finsent.registry import Registry
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Example:
-    """One labeled text. ``id`` is stable: a hash of the source name and the normalized text."""
-
-    id: str
-    text: str
-    label: str
-    source: str
-    meta: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
-
-
-@dataclass(frozen=True)
-class InstructExample(Example):
-    """An instruction and its reference answer. ``text`` is the user's message; ``label`` is the row's task type
-    (what dedup, mixtures, the split and the reports count by); ``system`` is the row's own system prompt, or empty
-    for the recipe's."""
-
-    answer: str = ""
-    system: str = ""
-
-
-def normalize_text(text: str) -> str:
-    """Return the form used for ids and exact dedup: NFKC, case-folded, whitespace collapsed."""
-    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
-
-
-def example_id(source: str, text: str) -> str:
-    """Return the stable id of ``text`` from ``source`` (16 hex digits)."""
-    return hashlib.sha1(f"{source}\x00{normalize_text(text)}".encode()).hexdigest()[:16]
-
-
-@dataclass
-class RowErrors:
-    """Bad-row policy of one run: raise the first error, or skip and count by reason.
-
-    ``filtered`` counts rows a source leaves out by design (such as Sujet rows of other tasks): never errors.
-    """
-
-    on_error: Literal["raise", "skip"] = "raise"
-    counts: Counter[str] = field(default_factory=Counter)
-    samples: list[str] = field(default_factory=list)
-    filtered: Counter[str] = field(default_factory=Counter)
-
-    def report(self, reason: str, error: DataError) -> None:
-        """Raise ``error``, or (skip) count it under ``reason`` and keep the first few messages."""
-        if self.on_error == "raise":
-            raise error
-        self.counts[reason] += 1
-        if len(self.samples) < 20:
-            self.samples.append(str(error))
 
 
 SourceReader = Callable[[SourceConfig, RowErrors], Iterator[Example]]
@@ -92,6 +55,11 @@ SOURCES.add(
     "synthetic_transactions",
     "finsent.data.transactions:read_synthetic_transactions",
     help="Synthetic, seeded bank-statement lines in 12 categories, with realistic noise and personal data.",
+)
+SOURCES.add(
+    "transactions",
+    "finsent.data.transactions:read_transactions",
+    help="Transaction files (.csv or .jsonl): description, amount, optional date and category (id, name or synonym).",
 )
 
 
@@ -111,321 +79,6 @@ def load_source(cfg: SourceConfig, errors: RowErrors) -> list[Example]:
 
 # --- reading files and hub datasets -------------------------------------------------------------------------------
 
-# Longer texts are almost always a broken file (an unclosed quote swallowing the rest); the few long instruction
-# contexts kept by the instruct task stay far below it.
-MAX_TEXT_CHARS = 100_000
-Row = tuple[int, dict[str, Any]]
-"""A record and where it is: the line where it starts (text files) or its row index (Parquet, hub)."""
-
-_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
-_FILE_SUFFIXES = frozenset({".txt", ".csv", ".json", ".jsonl", ".parquet"})
-
-
-@dataclass(frozen=True)
-class _Line:
-    """One physical line; ``problem`` (reason, error) is set when it does not decode or holds a NUL byte."""
-
-    number: int
-    text: str
-    problem: tuple[str, DataError] | None
-
-
-def _local_file(cfg: SourceConfig, expected: str = "an existing file") -> Path:
-    if cfg.path is None:
-        raise DataError(f"source {cfg.name!r} reads a local file", field="path", expected=expected, got=None)
-    path = Path(cfg.path).expanduser()
-    if not path.is_file():
-        raise DataError(
-            "not a file" if path.exists() else "no such file", path=cfg.path, field="path", expected=expected
-        )
-    return path
-
-
-def _locate(cfg: SourceConfig, default_hub_id: str) -> Path | str:
-    """Return the local file named by ``cfg.path``, else the hub dataset id to load (``default_hub_id`` if none)."""
-    if cfg.path is None:
-        return default_hub_id
-    path = Path(cfg.path).expanduser()
-    if not path.exists() and path.suffix not in _FILE_SUFFIXES and _HUB_ID.fullmatch(cfg.path):
-        return cfg.path
-    return _local_file(cfg, expected="an existing file or a hub dataset id (owner/name)")
-
-
-def _label_map(cfg: SourceConfig) -> dict[str, str] | None:
-    if cfg.label_map is not None:
-        try:
-            check_label_map(cfg.label_map)
-        except ValueError as err:
-            raise ConfigError(str(err), field="label_map") from err
-    return cfg.label_map
-
-
-def _read_bytes(path: Path, field: str, expected: str) -> bytes:
-    data = path.read_bytes()
-    if not data.removeprefix(codecs.BOM_UTF8).strip():
-        raise DataError("empty file", path=path, line=1, field=field, expected=expected)
-    return data
-
-
-def _decode_lines(path: Path, data: bytes, encoding: str) -> list[_Line]:
-    """Split ``data`` into physical lines (ends kept) and decode each, so a bad byte is reported at its line."""
-    if encoding == "utf-8":
-        # Excel and Notepad write a BOM; it is not part of the first column name.
-        data = data.removeprefix(codecs.BOM_UTF8)
-    lines = []
-    for number, raw in enumerate(data.splitlines(keepends=True), start=1):
-        problem = None
-        try:
-            text = raw.decode(encoding)
-        except UnicodeDecodeError as err:
-            text = raw.decode(encoding, errors="replace")
-            error = DataError(
-                "undecodable bytes",
-                path=path,
-                line=number,
-                field="encoding",
-                expected=f"valid {encoding} text",
-                got=raw[err.start : err.end],
-            )
-            error.__cause__ = err
-            problem = ("undecodable", error)
-        if problem is None and "\x00" in text:
-            error = DataError(
-                "NUL byte",
-                path=path,
-                line=number,
-                field="content",
-                expected="text without NUL bytes",
-                got=text.rstrip("\r\n"),
-            )
-            problem = ("nul_byte", error)
-        lines.append(_Line(number, text, problem))
-    return lines
-
-
-def _require_columns(where: str | Path, line: int | None, columns: Iterable[str], found: list[str]) -> None:
-    for column in columns:
-        if column not in found:
-            raise DataError(
-                f"no column {column!r}",
-                path=where,
-                line=line,
-                field=column,
-                expected=f"a column named {column!r}",
-                got=found,
-            )
-
-
-def _csv_rows(path: Path, columns: tuple[str, ...], errors: RowErrors) -> Iterator[Row]:
-    """Yield the records of a UTF-8 CSV file with a header; quoted fields may span lines."""
-    lines = _decode_lines(path, _read_bytes(path, "header", "a header row naming the columns"), "utf-8")
-    # Python's default field limit (131,072 characters) would report a long text as malformed CSV.
-    csv.field_size_limit(max(csv.field_size_limit(), 16 * MAX_TEXT_CHARS))
-    reader = csv.reader((line.text for line in lines), strict=True)
-    header: list[str] | None = None
-    while True:
-        start = reader.line_num + 1
-        try:
-            values = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as err:
-            error = DataError(f"malformed CSV: {err}", path=path, line=start, field="csv")
-            if header is None:
-                raise error from err
-            error.__cause__ = err
-            errors.report("malformed_csv", error)
-            continue
-        problem = next((line.problem for line in lines[start - 1 : reader.line_num] if line.problem), None)
-        if header is None:
-            if problem:
-                raise problem[1]
-            header = [name.strip() for name in values]
-            _require_columns(path, start, columns, header)
-        elif problem:
-            errors.report(*problem)
-        elif len(values) != len(header):
-            errors.report(
-                "bad_row",
-                DataError(
-                    "wrong number of fields",
-                    path=path,
-                    line=start,
-                    field="row",
-                    expected=f"{len(header)} fields ({','.join(header)})",
-                    got=values,
-                ),
-            )
-        elif values:
-            yield start, dict(zip(header, values, strict=True))
-
-
-def _jsonl_rows(path: Path, columns: tuple[str, ...], errors: RowErrors) -> Iterator[Row]:
-    """Yield the JSON objects of a UTF-8 JSON Lines file; blank lines are allowed."""
-    lines = _decode_lines(path, _read_bytes(path, "record", "one JSON object per line"), "utf-8")
-    for line in lines:
-        if line.problem:
-            errors.report(*line.problem)
-            continue
-        if not line.text.strip():
-            continue
-        try:
-            record = json.loads(line.text)
-        except json.JSONDecodeError as err:
-            error = DataError(
-                f"broken JSON (column {err.colno}): {err.msg}", path=path, line=line.number, field="record"
-            )
-            error.__cause__ = err
-            errors.report("bad_json", error)
-            continue
-        if not isinstance(record, dict):
-            errors.report(
-                "bad_json",
-                DataError(
-                    "not a JSON object",
-                    path=path,
-                    line=line.number,
-                    field="record",
-                    expected="one JSON object per line",
-                    got=record,
-                ),
-            )
-            continue
-        missing = [column for column in columns if column not in record]
-        if missing:
-            errors.report(
-                "missing_column",
-                DataError(
-                    f"no key {missing[0]!r}",
-                    path=path,
-                    line=line.number,
-                    field=missing[0],
-                    expected=f"a key {missing[0]!r}",
-                    got=sorted(record),
-                ),
-            )
-            continue
-        yield line.number, record
-
-
-def _parquet_rows(path: Path, columns: tuple[str, ...]) -> Iterator[Row]:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    data = _read_bytes(path, "content", "a Parquet file")
-    try:
-        table = pq.read_table(pa.BufferReader(data))
-    except pa.ArrowException as err:
-        raise DataError(f"unreadable Parquet: {err}", path=path, field="content") from err
-    _require_columns(path, None, columns, table.column_names)
-    yield from enumerate(table.to_pylist())
-
-
-def _hub_rows(where: str, dataset_id: str, subset: str | None, split: str, columns: tuple[str, ...]) -> Iterator[Row]:
-    import datasets
-
-    try:
-        ds = datasets.load_dataset(dataset_id, subset, split=split)
-    except Exception as err:  # offline mode, a missing config or split, the network: all end the same way here
-        raise DataError(
-            f"could not load the hub dataset: {type(err).__name__}: {err}", path=where, field="path"
-        ) from err
-    _require_columns(where, None, columns, ds.column_names)
-    yield from enumerate(ds)
-
-
-def _hub_name(dataset_id: str, subset: str | None, split: str) -> str:
-    return f"{dataset_id}/{subset}[{split}]" if subset else f"{dataset_id}[{split}]"
-
-
-def _table_rows(path: Path, columns: tuple[str, ...], errors: RowErrors) -> Iterator[Row]:
-    if path.suffix == ".jsonl":
-        return _jsonl_rows(path, columns, errors)
-    if path.suffix == ".parquet":
-        return _parquet_rows(path, columns)
-    if path.suffix == ".csv":
-        return _csv_rows(path, columns, errors)
-    raise DataError(
-        "unknown file type", path=path, field="path", expected="a .jsonl, .parquet or .csv file", got=path.suffix
-    )
-
-
-def _rows(
-    cfg: SourceConfig, default_hub_id: str, columns: tuple[str, ...], errors: RowErrors
-) -> tuple[str | Path, Iterator[Row]]:
-    """Return where the records come from and the records: a local file by its suffix, else the hub."""
-    located = _locate(cfg, default_hub_id)
-    if isinstance(located, Path):
-        return located, _table_rows(located, columns, errors)
-    where = _hub_name(located, cfg.subset, cfg.split)
-    return where, _hub_rows(where, located, cfg.subset, cfg.split, columns)
-
-
-def _to_example(
-    source: str,
-    record: Mapping[str, Any],
-    columns: tuple[str, str],
-    *,
-    where: str | Path,
-    line: int,
-    label_map: Mapping[str, str] | None,
-    errors: RowErrors,
-    meta: dict[str, Any],
-) -> Example | None:
-    """Return the example of ``record`` (text column, label column), or report why there is none."""
-    text_column, label_column = columns
-    text, raw_label = record[text_column], record[label_column]
-    if not isinstance(text, str) or not text.strip():
-        errors.report(
-            "empty_text",
-            DataError("empty text", path=where, line=line, field=text_column, expected="non-empty text", got=text),
-        )
-        return None
-    label = normalize_label(raw_label, source, label_map)
-    if label is None:
-        errors.report(
-            "unknown_label",
-            DataError(
-                "unknown label",
-                path=where,
-                line=line,
-                field=label_column,
-                expected=describe_labels(source, label_map),
-                got=raw_label,
-            ),
-        )
-        return None
-    text = text.strip()
-    if len(text) > MAX_TEXT_CHARS:
-        errors.report(
-            "text_too_long",
-            DataError(
-                "text too long",
-                path=where,
-                line=line,
-                field=text_column,
-                expected=f"at most {MAX_TEXT_CHARS:,} characters",
-                got=len(text),
-            ),
-        )
-        return None
-    return Example(example_id(source, text), text, label, source, meta)
-
-
-def _examples(
-    source: str, cfg: SourceConfig, where: str | Path, rows: Iterator[Row], columns: tuple[str, str], errors: RowErrors
-) -> Iterator[Example]:
-    label_map = _label_map(cfg)
-    for line, record in rows:
-        example = _to_example(
-            source, record, columns, where=where, line=line, label_map=label_map, errors=errors, meta={"line": line}
-        )
-        if example:
-            yield example
-
-
-# --- the sources --------------------------------------------------------------------------------------------------
-
 _AGREEMENT = re.compile(r"sentences_(all|\d+)agree", re.IGNORECASE)
 _PHRASEBANK_HUB_ID = "takala/financial_phrasebank"
 
@@ -438,14 +91,14 @@ def read_financial_phrasebank(cfg: SourceConfig, errors: RowErrors) -> Iterator[
     as UTF-8 is read as UTF-8. ``meta["agreement"]`` is the annotator agreement level (``all``, ``75``, ...).
     """
     source = "financial_phrasebank"
-    label_map = _label_map(cfg)
-    located = _locate(cfg, _PHRASEBANK_HUB_ID)
+    label_map = source_label_map(cfg)
+    located = locate_source(cfg, _PHRASEBANK_HUB_ID)
     if isinstance(located, str):
         subset = cfg.subset or "sentences_allagree"
-        where = _hub_name(located, subset, cfg.split)
-        for row, record in _hub_rows(where, located, subset, cfg.split, ("sentence", "label")):
+        where = hub_name(located, subset, cfg.split)
+        for row, record in hub_rows(where, located, subset, cfg.split, ("sentence", "label")):
             meta = {"agreement": _agreement(subset), "line": row}
-            example = _to_example(
+            example = to_example(
                 source,
                 record,
                 ("sentence", "label"),
@@ -458,9 +111,9 @@ def read_financial_phrasebank(cfg: SourceConfig, errors: RowErrors) -> Iterator[
             if example:
                 yield example
         return
-    data = _read_bytes(located, "sentence", "sentence@label lines")
+    data = read_bytes(located, "sentence", "sentence@label lines")
     agreement = _agreement(located.name)
-    for line in _decode_lines(located, data, "utf-8" if _is_utf8(data) else "latin-1"):
+    for line in decode_lines(located, data, "utf-8" if _is_utf8(data) else "latin-1"):
         content = line.text.rstrip("\r\n")
         if line.problem:
             errors.report(*line.problem)
@@ -481,7 +134,7 @@ def read_financial_phrasebank(cfg: SourceConfig, errors: RowErrors) -> Iterator[
                 ),
             )
             continue
-        example = _to_example(
+        example = to_example(
             source,
             {"sentence": sentence, "label": label},
             ("sentence", "label"),
@@ -520,8 +173,8 @@ def read_fiqa_sa(cfg: SourceConfig, errors: RowErrors) -> Iterator[Example]:
     ``targets`` and ``scores`` and the mean ``score`` are kept in ``meta``. The challenge's unlabeled
     ``*_test.json`` files (no ``sentiment_score``) are refused.
     """
-    path = _local_file(cfg)
-    data = _read_bytes(path, "record", "a JSON object of FiQA records")
+    path = local_file(cfg)
+    data = read_bytes(path, "record", "a JSON object of FiQA records")
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
@@ -635,19 +288,19 @@ def _fiqa_example(
 @SOURCES.register("twitter_financial_news")
 def read_twitter_financial_news(cfg: SourceConfig, errors: RowErrors) -> Iterator[Example]:
     """Twitter financial news sentiment: a local sent_*.csv (text,label) or the hub copy; 0 bearish, 1 bullish."""
-    where, rows = _rows(cfg, "zeroshot/twitter-financial-news-sentiment", ("text", "label"), errors)
-    yield from _examples("twitter_financial_news", cfg, where, rows, ("text", "label"), errors)
+    where, rows = source_rows(cfg, "zeroshot/twitter-financial-news-sentiment", ("text", "label"), errors)
+    yield from read_examples("twitter_financial_news", cfg, where, rows, ("text", "label"), errors)
 
 
 @SOURCES.register("fingpt_sentiment")
 def read_fingpt_sentiment(cfg: SourceConfig, errors: RowErrors) -> Iterator[Example]:
     """FinGPT sentiment instructions (hub or local jsonl/parquet/csv: input, output); graded outputs folded to 3."""
     source, columns = "fingpt_sentiment", ("input", "output")
-    label_map = _label_map(cfg)
-    where, rows = _rows(cfg, "FinGPT/fingpt-sentiment-train", columns, errors)
+    label_map = source_label_map(cfg)
+    where, rows = source_rows(cfg, "FinGPT/fingpt-sentiment-train", columns, errors)
     for line, record in rows:
         meta = {"instruction": record.get("instruction"), "output": record["output"], "line": line}
-        example = _to_example(
+        example = to_example(
             source, record, columns, where=where, line=line, label_map=label_map, errors=errors, meta=meta
         )
         if example:
@@ -666,8 +319,8 @@ def read_sujet_finance_instruct(cfg: SourceConfig, errors: RowErrors) -> Iterato
     errors). The text is ``user_prompt`` when it is non-empty, else ``inputs``; the label is ``answer``.
     """
     source = "sujet_finance_instruct"
-    label_map = _label_map(cfg)
-    where, rows = _rows(cfg, "sujet-ai/Sujet-Finance-Instruct-177k", ("inputs", "answer", "task_type"), errors)
+    label_map = source_label_map(cfg)
+    where, rows = source_rows(cfg, "sujet-ai/Sujet-Finance-Instruct-177k", ("inputs", "answer", "task_type"), errors)
     left_out: Counter[str] = Counter()
     for line, record in rows:
         task_type = str(record["task_type"]).strip().lower()
@@ -677,7 +330,7 @@ def read_sujet_finance_instruct(cfg: SourceConfig, errors: RowErrors) -> Iterato
         prompt = record.get("user_prompt")
         text_column = "user_prompt" if isinstance(prompt, str) and prompt.strip() else "inputs"
         meta = {"dataset": record.get("dataset"), "task_type": task_type, "line": line}
-        example = _to_example(
+        example = to_example(
             source,
             record,
             (text_column, "answer"),
@@ -700,29 +353,25 @@ def read_sujet_finance_instruct(cfg: SourceConfig, errors: RowErrors) -> Iterato
         )
 
 
-def _generic_columns(cfg: SourceConfig) -> tuple[str, str]:
-    return cfg.text_column or "text", cfg.label_column or "label"
-
-
 @SOURCES.register("csv")
 def read_csv(cfg: SourceConfig, errors: RowErrors) -> Iterator[Example]:
     """Any local UTF-8 CSV with a header: text_column, label_column (default text, label), optional label_map."""
-    path, columns = _local_file(cfg), _generic_columns(cfg)
-    yield from _examples("csv", cfg, path, _csv_rows(path, columns, errors), columns, errors)
+    path, columns = local_file(cfg), generic_columns(cfg)
+    yield from read_examples("csv", cfg, path, csv_rows(path, columns, errors), columns, errors)
 
 
 @SOURCES.register("jsonl")
 def read_jsonl(cfg: SourceConfig, errors: RowErrors) -> Iterator[Example]:
     """Any local JSON Lines file: text_column, label_column (default text, label), optional label_map."""
-    path, columns = _local_file(cfg), _generic_columns(cfg)
-    yield from _examples("jsonl", cfg, path, _jsonl_rows(path, columns, errors), columns, errors)
+    path, columns = local_file(cfg), generic_columns(cfg)
+    yield from read_examples("jsonl", cfg, path, jsonl_rows(path, columns, errors), columns, errors)
 
 
 @SOURCES.register("parquet")
 def read_parquet(cfg: SourceConfig, errors: RowErrors) -> Iterator[Example]:
     """Any local Parquet file: text_column, label_column (default text, label), optional label_map."""
-    path, columns = _local_file(cfg), _generic_columns(cfg)
-    yield from _examples("parquet", cfg, path, _parquet_rows(path, columns), columns, errors)
+    path, columns = local_file(cfg), generic_columns(cfg)
+    yield from read_examples("parquet", cfg, path, parquet_rows(path, columns), columns, errors)
 
 
 @SOURCES.register("hub")
@@ -731,11 +380,11 @@ def read_hub(cfg: SourceConfig, errors: RowErrors) -> Iterator[Example]:
     dataset_id = cfg.name.partition(":")[2] or cfg.path
     if not dataset_id:
         raise DataError("no dataset id", field="name", expected="hub:<dataset id>", got=cfg.name)
-    columns = _generic_columns(cfg)
-    where = _hub_name(dataset_id, cfg.subset, cfg.split)
-    label_map = _label_map(cfg)
-    for row, record in _hub_rows(where, dataset_id, cfg.subset, cfg.split, columns):
-        example = _to_example(
+    columns = generic_columns(cfg)
+    where = hub_name(dataset_id, cfg.subset, cfg.split)
+    label_map = source_label_map(cfg)
+    for row, record in hub_rows(where, dataset_id, cfg.subset, cfg.split, columns):
+        example = to_example(
             "hub",
             record,
             columns,
@@ -768,7 +417,7 @@ def read_instruct(cfg: SourceConfig, errors: RowErrors) -> Iterator[Example]:
     with ``output`` or ``response``; else ``messages`` (system?, user, assistant). ``task_type`` (default
     ``general``) and ``dataset`` are kept. Yields ``InstructExample`` records.
     """
-    where, rows = _rows(cfg, "sujet-ai/Sujet-Finance-Instruct-177k", (), errors)
+    where, rows = source_rows(cfg, "sujet-ai/Sujet-Finance-Instruct-177k", (), errors)
     for index, (line, record) in enumerate(rows):
         fields = _instruct_fields(record)
         if isinstance(fields, DataError):
@@ -833,67 +482,3 @@ def _messages_fields(messages: Any) -> tuple[str, str, str] | DataError:
 
 def _string(value: Any) -> str:
     return value if isinstance(value, str) else ""
-
-
-# --- transactions -------------------------------------------------------------------------------------------------
-
-
-@SOURCES.register("transactions")
-def read_transactions(cfg: SourceConfig, errors: RowErrors) -> Iterator[Example]:
-    """Transaction files (.csv or .jsonl): description, amount, optional date and category (id, name or synonym).
-
-    ``text_column`` (default ``description``) and ``label_column`` (default ``category``) name the columns; an
-    ``amount`` column, when there, is appended to the text ("STARBUCKS #12 SEATTLE WA -6.50") and a ``date`` column
-    kept in ``meta``. Rows without a category are left out (counted, not errors); ``label_map`` maps other names.
-    """
-    from finsent.data.transactions import CATEGORY_IDS, normalize_category
-
-    label_map = cfg.label_map
-    bad = {k: v for k, v in (label_map or {}).items() if v not in CATEGORY_IDS}
-    if bad:
-        raise ConfigError(
-            f"label_map values must be category ids ({'|'.join(CATEGORY_IDS)}); got {bad}", field="label_map"
-        )
-    text_column, label_column = cfg.text_column or "description", cfg.label_column or "category"
-    path = _local_file(cfg)
-    rows = _table_rows(path, (text_column,), errors)
-    unlabeled = 0
-    for line, record in rows:
-        description = record[text_column]
-        if not isinstance(description, str) or not description.strip():
-            errors.report(
-                "empty_text",
-                DataError("empty description", path=path, line=line, field=text_column, expected="non-empty text"),
-            )
-            continue
-        raw = record.get(label_column)
-        if raw is None or (isinstance(raw, str) and not raw.strip()):
-            unlabeled += 1
-            continue
-        label = normalize_category(raw, label_map)
-        if label is None:
-            errors.report(
-                "unknown_label",
-                DataError(
-                    "unknown category",
-                    path=path,
-                    line=line,
-                    field=label_column,
-                    expected="a category id, name or synonym (finsent ls tasks; or a label_map)",
-                    got=raw,
-                ),
-            )
-            continue
-        amount = record.get("amount")
-        amount_text = str(amount).strip() if amount is not None else ""
-        if amount_text and not any(c.isdigit() for c in amount_text):
-            errors.report(
-                "bad_amount",
-                DataError("not an amount", path=path, line=line, field="amount", expected="a number", got=amount),
-            )
-            continue
-        text = " ".join(f"{description.strip()} {amount_text}".split())
-        meta = {"line": line, "date": record.get("date"), "amount": amount_text or None}
-        yield Example(example_id("transactions", text), text, label, "transactions", meta)
-    if unlabeled:
-        errors.filtered["transactions: rows without a category"] += unlabeled

@@ -17,14 +17,16 @@ import queue
 import random
 import re
 import threading
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
-import httpx
+import httpx2
+import openai
 
 from finsent.completion import render_completion, strip_think
 from finsent.config import TeacherConfig
+from finsent.data.transactions import CATEGORY_NAMES, categorize
 from finsent.errors import ConfigError
 from finsent.lexicon import find_cues, load_lexicon
 from finsent.registry import Registry
@@ -50,7 +52,6 @@ class TeacherOutput:
     error: str | None
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    http_attempts: int = 0
 
 
 class Teacher(Protocol):
@@ -65,21 +66,6 @@ class Teacher(Protocol):
 
 TeacherFactory = Callable[[TeacherConfig], Teacher]
 TEACHERS: Registry[TeacherFactory] = Registry("teacher")
-# The offline teachers explain one task each; model teachers (openai, vllm) explain any task their prompt sets.
-TEACHER_TASKS: dict[str, str] = {"lexicon": "sentiment", "rules": "transactions"}
-
-
-def check_teacher_task(name: str, task: str) -> None:
-    """Fail when teacher ``name`` explains only another task than ``task``."""
-    explains = TEACHER_TASKS.get(name)
-    if explains is not None and explains != task:
-        fits = sorted({n for n, t in TEACHER_TASKS.items() if t == task} | {"openai", "vllm"})
-        raise ConfigError(
-            f"the {name} teacher explains {explains} only",
-            field="data.teacher.name",
-            expected="|".join(fits),
-            got=name,
-        )
 
 
 def load_teacher(cfg: TeacherConfig) -> Teacher:
@@ -127,8 +113,12 @@ _DISAGREE = (
 
 
 class TemplateTeacher:
-    """An offline teacher that fills templates: ``explain`` writes each completion from a seeded generator."""
+    """An offline teacher that fills templates: ``explain`` writes each completion from a seeded generator.
 
+    Unlike model teachers, it explains one task only (``task``), which the recipe checks name.
+    """
+
+    task: str
     seed: int
 
     def generate(
@@ -150,6 +140,8 @@ class LexiconTeacher(TemplateTeacher):
     Guided mode ends with the gold label; blind mode answers with the cue words' polarity. The teacher name
     ``lexicon`` in every record marks the data as baseline reasoning; ``teacher.lexicon`` picks the word lists.
     """
+
+    task = "sentiment"
 
     def __init__(self, cfg: TeacherConfig) -> None:
         self.lexicon = load_lexicon(cfg.lexicon)
@@ -220,13 +212,13 @@ class RulesTeacher(TemplateTeacher):
     shared with the ``rules`` baseline.
     """
 
+    task = "transactions"
+
     def __init__(self, cfg: TeacherConfig) -> None:
         self.seed = cfg.seed
 
     def explain(self, text: str, gold_label: str | None, rng: random.Random) -> str:
         """Return a completion for ``text``: the deciding keyword, the amount, then ``gold_label`` (or the rules')."""
-        from finsent.data.transactions import CATEGORY_NAMES, categorize
-
         match = categorize(text)
         label = gold_label or match.label
         name = CATEGORY_NAMES.get(label, label)
@@ -248,25 +240,23 @@ class RulesTeacher(TemplateTeacher):
 
 # --- openai -------------------------------------------------------------------------------------------------------
 
-# Besides 5xx, the statuses the official openai client retries: request timeout, lock conflict, rate limit.
-_RETRYABLE_STATUS = frozenset({408, 409, 429})
-
 
 @TEACHERS.register("openai")
 class OpenAITeacher:
     """Any OpenAI-compatible chat-completions server (vLLM serve, llama.cpp, Ollama, OpenAI), async with retries.
 
-    Requests are spread round-robin over ``base_urls``, at most ``max_concurrency`` in flight; 429, 5xx, timeouts,
-    connection errors and unreadable bodies are retried with exponential backoff and full jitter, honouring
-    ``Retry-After`` (seconds) up to ``max_backoff_s``.
+    Requests are spread round-robin over ``base_urls``, at most ``max_concurrency`` in flight. The ``openai`` client
+    retries 408/409/429/5xx, timeouts and connection errors with exponential backoff and jitter, honouring
+    ``Retry-After``/``retry-after-ms`` up to two minutes; an unreadable 200 reply is retried the same way.
     """
 
     def __init__(self, cfg: TeacherConfig) -> None:
         if not cfg.model:
             raise ConfigError("", field="teacher.model", expected="the model name the server serves", got=cfg.model)
         self.cfg = cfg
-        api_key = os.environ.get(cfg.api_key_env)
-        self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.model: str = cfg.model
+        # The client refuses to start without a key; keyless servers (vLLM, llama.cpp) ignore this placeholder.
+        self.api_key = os.environ.get(cfg.api_key_env) or "EMPTY"
 
     def generate(
         self, requests: Sequence[TeacherRequest], temperature: float
@@ -299,95 +289,70 @@ class OpenAITeacher:
     ) -> None:
         try:
             pending = iter(enumerate(requests))
-            urls = itertools.cycle(url.rstrip("/") + "/chat/completions" for url in self.cfg.base_urls)
-            rng = random.Random(self.cfg.seed)
-            workers = min(self.cfg.max_concurrency, len(requests))
-            limits = httpx.Limits(max_connections=workers, max_keepalive_connections=workers)
-            async with httpx.AsyncClient(headers=self.headers, limits=limits, timeout=None) as client:
+            async with contextlib.AsyncExitStack() as stack:
+                clients = itertools.cycle(
+                    [await stack.enter_async_context(self._client(url)) for url in self.cfg.base_urls]
+                )
 
                 async def work() -> None:
                     for index, request in pending:
-                        payload = self._payload(request, temperature)
-                        results.put((index, await self._complete(client, urls, payload, rng)))
+                        results.put((index, await self._complete(next(clients), request, temperature)))
 
                 # A fixed pool of workers (rather than one task per request) bounds memory on large datasets.
                 async with asyncio.TaskGroup() as group:
-                    for _ in range(workers):
+                    for _ in range(min(self.cfg.max_concurrency, len(requests))):
                         group.create_task(work())
         except Exception as err:  # handed to the consuming thread, which raises it
             results.put(err)
 
-    def _payload(self, request: TeacherRequest, temperature: float) -> dict[str, Any]:
-        return {
-            "model": self.cfg.model,
-            "messages": request.messages,
-            "temperature": temperature,
-            "top_p": self.cfg.top_p,
-            "max_tokens": self.cfg.max_tokens,
-            "seed": self.cfg.seed,
-        }
+    def _client(self, base_url: str) -> openai.AsyncOpenAI:
+        return openai.AsyncOpenAI(
+            base_url=base_url,
+            api_key=self.api_key,
+            max_retries=self.cfg.max_retries,
+            timeout=self.cfg.timeout_s,
+            http_client=openai.DefaultAsyncHttpxClient(event_hooks={"response": [_require_chat_completion]}),
+        )
 
     async def _complete(
-        self, client: httpx.AsyncClient, urls: Iterator[str], payload: dict[str, Any], rng: random.Random
+        self, client: openai.AsyncOpenAI, request: TeacherRequest, temperature: float
     ) -> TeacherOutput:
-        error = ""
-        for attempt in range(self.cfg.max_retries + 1):
-            url = next(urls)
-            retry_after = None
-            try:
-                async with asyncio.timeout(self.cfg.timeout_s):
-                    response = await client.post(url, json=payload)
-            except TimeoutError:
-                error = "timeout"
-            except httpx.TransportError as err:
-                error = "connection_error"
-                logger.debug("%s: %s", url, err)
-            else:
-                if response.status_code == 200:
-                    try:
-                        return _read_reply(response, attempt + 1)
-                    except (ValueError, LookupError, TypeError, AttributeError):
-                        error = "invalid_body"
-                elif response.status_code in _RETRYABLE_STATUS or response.status_code >= 500:
-                    error = f"http_{response.status_code}"
-                    retry_after = _retry_after_s(response.headers.get("retry-after"))
-                else:
-                    logger.warning("%s: HTTP %d, not retried: %s", url, response.status_code, response.text[:300])
-                    return TeacherOutput(None, f"http_{response.status_code}", http_attempts=attempt + 1)
-            if attempt < self.cfg.max_retries:
-                delay = backoff_s(attempt, retry_after, self.cfg, rng)
-                logger.debug("%s: %s, retry %d in %.2fs", url, error, attempt + 1, delay)
-                await asyncio.sleep(delay)
-        logger.warning("request failed after %d attempts: %s", self.cfg.max_retries + 1, error)
-        return TeacherOutput(None, error, http_attempts=self.cfg.max_retries + 1)
+        try:
+            completion = await client.chat.completions.create(
+                model=self.model,
+                messages=request.messages,
+                temperature=temperature,
+                top_p=self.cfg.top_p,
+                max_tokens=self.cfg.max_tokens,
+                seed=self.cfg.seed,
+            )
+        except openai.APIStatusError as err:
+            error = f"http_{err.status_code}"
+        except openai.APITimeoutError:
+            error = "timeout"
+        except openai.APIConnectionError as err:
+            error = "invalid_body" if isinstance(err.__cause__, httpx2.DecodingError) else "connection_error"
+        else:
+            usage = completion.usage
+            return TeacherOutput(
+                strip_think(completion.choices[0].message.content or ""),
+                None,
+                (usage.prompt_tokens or 0) if usage else 0,
+                (usage.completion_tokens or 0) if usage else 0,
+            )
+        logger.warning("%s: request %s failed: %s", client.base_url, request.id, error)
+        return TeacherOutput(None, error)
 
 
-def backoff_s(attempt: int, retry_after: float | None, cfg: TeacherConfig, rng: random.Random) -> float:
-    """Return the wait before retry ``attempt + 1``: the server's Retry-After, else full jitter; both capped."""
-    if retry_after is not None:
-        return min(retry_after, cfg.max_backoff_s)
-    return rng.uniform(0, min(cfg.max_backoff_s, cfg.backoff_s * 2**attempt))
-
-
-def _retry_after_s(value: str | None) -> float | None:
-    # Only the delay-seconds form; an HTTP-date falls back to jittered backoff.
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except ValueError:
-        return None
-
-
-def _read_reply(response: httpx.Response, http_attempts: int) -> TeacherOutput:
-    body = response.json()
-    content = body["choices"][0]["message"]["content"] or ""
-    usage = body.get("usage") or {}
-    return TeacherOutput(
-        strip_think(content),
-        None,
-        int(usage.get("prompt_tokens") or 0),
-        int(usage.get("completion_tokens") or 0),
-        http_attempts,
-    )
+async def _require_chat_completion(response: httpx2.Response) -> None:
+    # The openai client retries statuses, timeouts and dropped connections but hands back a 200 whose body is cut off
+    # or is no chat completion; a transport error raised here, inside its send, makes it retry those the same way.
+    if response.is_success:
+        await response.aread()
+        try:
+            response.json()["choices"][0]["message"]["content"]
+        except (ValueError, LookupError, TypeError) as err:
+            raise httpx2.DecodingError(f"not a chat completion: {err!r}", request=response.request) from err
 
 
 def _run_loop(loop: asyncio.AbstractEventLoop, task: asyncio.Task[None]) -> None:
@@ -435,5 +400,5 @@ class VLLMTeacher:
             for offset, output in enumerate(outputs):
                 completion = output.outputs[0]
                 prompt_tokens = len(output.prompt_token_ids or ())
-                reply = TeacherOutput(strip_think(completion.text), None, prompt_tokens, len(completion.token_ids), 1)
+                reply = TeacherOutput(strip_think(completion.text), None, prompt_tokens, len(completion.token_ids))
                 yield start + offset, reply

@@ -23,7 +23,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from finsent.config import SourceConfig
-from finsent.data.sources import Example, RowErrors, example_id
+from finsent.data.readers import Example, RowErrors, example_id, local_file, table_rows
+from finsent.errors import ConfigError, DataError
 from finsent.tasks import TRANSACTION_CATEGORIES
 
 CATEGORY_IDS: tuple[str, ...] = tuple(c.id for c in TRANSACTION_CATEGORIES)
@@ -261,6 +262,64 @@ def generate_transactions(num_examples: int, seed: int = 0) -> list[Example]:
 def read_synthetic_transactions(cfg: SourceConfig, errors: RowErrors) -> Iterator[Example]:
     """Synthetic, seeded bank-statement lines in 12 categories, with realistic noise and personal data."""
     yield from generate_transactions(cfg.num_examples, cfg.seed)
+
+
+def read_transactions(cfg: SourceConfig, errors: RowErrors) -> Iterator[Example]:
+    """Transaction files (.csv or .jsonl): description, amount, optional date and category (id, name or synonym).
+
+    ``text_column`` (default ``description``) and ``label_column`` (default ``category``) name the columns; an
+    ``amount`` column, when there, is appended to the text ("STARBUCKS #12 SEATTLE WA -6.50") and a ``date`` column
+    kept in ``meta``. Rows without a category are left out (counted, not errors); ``label_map`` maps other names.
+    """
+    label_map = cfg.label_map
+    bad = {k: v for k, v in (label_map or {}).items() if v not in CATEGORY_IDS}
+    if bad:
+        raise ConfigError(
+            f"label_map values must be category ids ({'|'.join(CATEGORY_IDS)}); got {bad}", field="label_map"
+        )
+    text_column, label_column = cfg.text_column or "description", cfg.label_column or "category"
+    path = local_file(cfg)
+    rows = table_rows(path, (text_column,), errors)
+    unlabeled = 0
+    for line, record in rows:
+        description = record[text_column]
+        if not isinstance(description, str) or not description.strip():
+            errors.report(
+                "empty_text",
+                DataError("empty description", path=path, line=line, field=text_column, expected="non-empty text"),
+            )
+            continue
+        raw = record.get(label_column)
+        if raw is None or (isinstance(raw, str) and not raw.strip()):
+            unlabeled += 1
+            continue
+        label = normalize_category(raw, label_map)
+        if label is None:
+            errors.report(
+                "unknown_label",
+                DataError(
+                    "unknown category",
+                    path=path,
+                    line=line,
+                    field=label_column,
+                    expected="a category id, name or synonym (finsent ls tasks; or a label_map)",
+                    got=raw,
+                ),
+            )
+            continue
+        amount = record.get("amount")
+        amount_text = str(amount).strip() if amount is not None else ""
+        if amount_text and not any(c.isdigit() for c in amount_text):
+            errors.report(
+                "bad_amount",
+                DataError("not an amount", path=path, line=line, field="amount", expected="a number", got=amount),
+            )
+            continue
+        text = " ".join(f"{description.strip()} {amount_text}".split())
+        meta = {"line": line, "date": record.get("date"), "amount": amount_text or None}
+        yield Example(example_id("transactions", text), text, label, "transactions", meta)
+    if unlabeled:
+        errors.filtered["transactions: rows without a category"] += unlabeled
 
 
 def _describe(category: str, rng: random.Random) -> tuple[str, bool]:

@@ -19,9 +19,7 @@ Reasons, checked in this order (the first that applies is returned):
 
 from __future__ import annotations
 
-import re
-
-from finsent.completion import LABELS, parse_completion, strip_think
+from finsent.completion import LABELS, copy_ratio, is_degenerate, parse_completion, strip_think
 from finsent.config import ValidationConfig
 
 REJECTION_REASONS: tuple[str, ...] = (
@@ -34,9 +32,6 @@ REJECTION_REASONS: tuple[str, ...] = (
     "copies_input",
     "degenerate",
 )
-
-_TOKEN = re.compile(r"[a-z0-9]+(?:['.,][a-z0-9]+)*|%")
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 
 def validate_input(text: str, cfg: ValidationConfig) -> str | None:
@@ -67,29 +62,3 @@ def validate_completion(
     if is_degenerate(parsed.reasoning, cfg.max_repeated_ngram_ratio):
         return "degenerate"
     return None
-
-
-def copy_ratio(reasoning: str, source: str) -> float:
-    """Return the share of the reasoning's words that lie in a 3-word run also found in ``source``."""
-    tokens = _TOKEN.findall(reasoning.lower())
-    n = min(3, len(tokens))
-    if n == 0:
-        return 0.0
-    source_tokens = _TOKEN.findall(source.lower())
-    source_ngrams = {tuple(source_tokens[i : i + n]) for i in range(len(source_tokens) - n + 1)}
-    copied = [False] * len(tokens)
-    for i in range(len(tokens) - n + 1):
-        if tuple(tokens[i : i + n]) in source_ngrams:
-            copied[i : i + n] = [True] * n
-    return sum(copied) / len(tokens)
-
-
-def is_degenerate(reasoning: str, max_repeated_ngram_ratio: float) -> bool:
-    """Return True when a sentence repeats or too many word 3-grams are repeats (looping generations)."""
-    sentences = [" ".join(_TOKEN.findall(s.lower())) for s in _SENTENCE_END.split(reasoning)]
-    sentences = [s for s in sentences if s]
-    if len(set(sentences)) < len(sentences):
-        return True
-    tokens = _TOKEN.findall(reasoning.lower())
-    ngrams = [tuple(tokens[i : i + 3]) for i in range(len(tokens) - 2)]
-    return bool(ngrams) and 1 - len(set(ngrams)) / len(ngrams) > max_repeated_ngram_ratio

@@ -13,7 +13,11 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
 
+from finsent.data.transactions import categorize
+from finsent.lexicon import find_cues, load_lexicon
 from finsent.registry import Registry
 
 
@@ -67,16 +71,12 @@ class LexiconBaseline:
     task = "sentiment"
 
     def __init__(self, seed: int) -> None:
-        from finsent.lexicon import load_lexicon
-
         self.lexicon = load_lexicon("loughran_mcdonald")
 
     def fit(self, texts: Sequence[str], labels: Sequence[str]) -> None:
         """Nothing to learn: the word lists are fixed."""
 
     def predict(self, texts: Sequence[str]) -> list[Guess]:
-        from finsent.lexicon import find_cues
-
         guesses = []
         for text in texts:
             cues = find_cues(text, self.lexicon)
@@ -102,8 +102,6 @@ class RulesBaseline:
         """Nothing to learn: the keyword table is fixed."""
 
     def predict(self, texts: Sequence[str]) -> list[Guess]:
-        from finsent.data.transactions import categorize
-
         guesses = []
         for text in texts:
             match = categorize(text)
@@ -120,9 +118,6 @@ class TfidfBaseline:
     task = None
 
     def __init__(self, seed: int) -> None:
-        from sklearn.feature_extraction.text import TfidfVectorizer
-        from sklearn.linear_model import LogisticRegression
-
         self.vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=2)
         # Balanced class weights: the sets are mostly neutral and the report leads with macro-F1. No other tuning.
         self.classifier = LogisticRegression(max_iter=2000, class_weight="balanced", random_state=seed)

@@ -26,15 +26,17 @@ from typing import Any
 
 import numpy as np
 
-from finsent.completion import PromptConfig, strip_think
+from finsent.completion import strip_think
 from finsent.config import EvalConfig, EvalSetConfig, ModelConfig, RecipeConfig
 from finsent.data.labels import normalize_label
-from finsent.data.sources import InstructExample, RowErrors
+from finsent.data.readers import InstructExample, RowErrors
 from finsent.errors import ConfigError
 from finsent.eval.metrics import classification_metrics
 from finsent.eval.protocols import EvalSplit, apply_protocol
 from finsent.eval.report import Block, Heading, Paragraph, Table, format_interval, format_value, write_reports
+from finsent.eval.runs import predict_splits, read_test_set
 from finsent.io import atomic_write_json, atomic_write_jsonl
+from finsent.tasks import Task
 
 logger = logging.getLogger(__name__)
 
@@ -154,8 +156,6 @@ def evaluate_instructions(
 
     Returns the metrics rows (one per model, test set and task type, plus ``all``) and the paths written.
     """
-    from finsent.eval import read_test_set
-
     ev = cfg.eval
     out = Path(ev.output_dir)
     splits = []
@@ -170,7 +170,7 @@ def evaluate_instructions(
                 got=ts.name,
             )
         splits.append(apply_protocol(ts, examples))
-    runs = [run for model in ev.models for run in answer_splits(model, splits, cfg.prompt, out / "predictions")]
+    runs = [run for model in ev.models for run in answer_splits(model, splits, cfg.get_task(), out / "predictions")]
     rows = [row for run in runs for row in score_run(run, ev)]
     samples = answer_samples(runs, ev.num_samples, ev.seed)
     paths = {"config": str(out / "config.yaml")}
@@ -185,16 +185,13 @@ def evaluate_instructions(
     return rows, paths
 
 
-def answer_splits(
-    model: ModelConfig, splits: list[EvalSplit], prompt: PromptConfig, predictions_dir: Path
-) -> list[AnswerRun]:
+def answer_splits(model: ModelConfig, splits: list[EvalSplit], task: Task, predictions_dir: Path) -> list[AnswerRun]:
     """Load ``model`` once and answer every test set (each row with its own system prompt); answers resume."""
-    from finsent.eval import predict_splits
 
     def systems(split: EvalSplit) -> dict[str, str]:
         return {ex.id: ex.system for ex in split.test if isinstance(ex, InstructExample) and ex.system}
 
-    results = predict_splits(model, splits, prompt, predictions_dir, systems=systems)
+    results = predict_splits(model, splits, task, predictions_dir, systems=systems)
     runs = []
     for split, result in zip(splits, results, strict=True):
         references = [ex.answer if isinstance(ex, InstructExample) else "" for ex in split.test]

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from finsent.eval.metrics import NO_ANSWER, Metrics
 from finsent.figures import new_figure, save_figure
 
 
 def plot_confusion(metrics: Metrics, path: str | Path, title: str) -> Path:
     """Save the confusion matrix as a PNG: counts in the cells, colour by share of the gold row."""
-    import numpy as np
-
     counts = np.array(metrics.confusion)
     shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
     columns = [*metrics.labels, NO_ANSWER.replace("_", " ")]

@@ -14,8 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from finsent.config import EvalSetConfig
-from finsent.data.sources import Example
-from finsent.errors import ConfigError
+from finsent.data.readers import Example
 from finsent.registry import Registry
 
 logger = logging.getLogger(__name__)
@@ -110,22 +109,6 @@ def split_indices(n: int, test_size: float, seed: int) -> tuple[list[int], list[
     n_test = math.ceil(test_size * n)
     permutation = np.random.default_rng(seed).permutation(n)
     return permutation[n_test:].tolist(), permutation[:n_test].tolist()
-
-
-def check_protocol(cfg: EvalSetConfig, field: str) -> Protocol:
-    """Return the protocol of a test set, or raise if it is unknown or defined on another source."""
-    try:
-        protocol = PROTOCOLS.get(cfg.protocol)
-    except ConfigError as err:
-        raise ConfigError(err.message, field=f"{field}.protocol") from err
-    if protocol.source and cfg.name != protocol.source and not cfg.name.startswith("hub:"):
-        raise ConfigError(
-            f"protocol {cfg.protocol} is defined on another source",
-            field=f"{field}.name",
-            expected=protocol.source,
-            got=cfg.name,
-        )
-    return protocol
 
 
 def apply_protocol(cfg: EvalSetConfig, examples: list[Example]) -> EvalSplit:

@@ -10,16 +10,25 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from finsent.completion import build_messages
+from transformers import AutoConfig, GenerationConfig
+
+from finsent.checks import validate_recipe
 from finsent.config import EvalSetConfig, ExportConfig, ModelConfig, RecipeConfig, dump_config
+from finsent.data.readers import RowErrors
 from finsent.errors import ConfigError
+from finsent.eval import read_test_set
+from finsent.eval.protocols import apply_protocol
+from finsent.export.compare import Artifact, compare_artifacts, write_comparison
+from finsent.export.gguf import check_gguf_tools, convert_to_gguf, quantize_gguf, verify_gguf
+from finsent.export.hub import build_model_card, push_export
+from finsent.export.merge import check_merge, format_compliance, merge_adapter
+from finsent.export.ollama import build_modelfile
 from finsent.io import atomic_write_json, atomic_write_text
-
-if TYPE_CHECKING:
-    from finsent.export.compare import Artifact
-    from finsent.serve.backends import Messages
+from finsent.modeling import adapter_base, load_tokenizer, resolve_device
+from finsent.serve.backends import Messages
+from finsent.tasks import Task
 
 logger = logging.getLogger(__name__)
 
@@ -40,14 +49,8 @@ class ExportResult:
 
 def export_model(cfg: RecipeConfig) -> ExportResult:
     """Run the export stage of ``cfg`` and return where its outputs are."""
-    from finsent.data.sources import RowErrors
-    from finsent.eval import read_test_set
-    from finsent.eval.protocols import apply_protocol
-    from finsent.export.hub import build_model_card, push_export
-    from finsent.export.merge import check_merge, format_compliance, merge_adapter
-    from finsent.modeling import adapter_base, resolve_device
-
-    ex = cfg.export
+    validate_recipe(cfg, ["export"])
+    ex, task = cfg.export, cfg.get_task()
     out = Path(str(ex.output_dir))
     model_path = str(ex.model)
     if not Path(model_path).is_dir():
@@ -55,14 +58,12 @@ def export_model(cfg: RecipeConfig) -> ExportResult:
             "", path=cfg.source_path, field="export.model", expected="an adapter or model dir", got=model_path
         )
     if ex.use_gguf:
-        from finsent.export.gguf import check_gguf_tools
-
         check_gguf_tools()  # before any model loads: a missing tool fails in a second, not after the merge
     test_set = held_out_set(cfg)
     split = apply_protocol(test_set, read_test_set(test_set, RowErrors("raise")))
     atomic_write_text(out / "config.yaml", dump_config(cfg))
     device = resolve_device(ex.device)
-    prompts = [build_messages(row.text, cfg.prompt) for row in split.test[: ex.gate_prompts]]
+    prompts = [task.messages(row.text) for row in split.test[: ex.gate_prompts]]
 
     base_model = adapter_base(model_path)
     merged_dir = merge_adapter(model_path, out / "merged", dtype=ex.dtype, device=device)
@@ -73,6 +74,7 @@ def export_model(cfg: RecipeConfig) -> ExportResult:
             model_path,
             merged_dir,
             prompts,
+            task,
             atol=ex.gate_atol,
             rtol=ex.gate_rtol,
             max_new_tokens=ex.max_new_tokens,
@@ -82,23 +84,23 @@ def export_model(cfg: RecipeConfig) -> ExportResult:
         paths["gate"] = str(atomic_write_json(out / "gate.json", gate))
         merged_compliance = report.merged_compliance
     else:
-        merged_compliance = format_compliance(merged_dir, prompts, max_new_tokens=ex.max_new_tokens, device=device)
+        merged_compliance = format_compliance(
+            merged_dir, prompts, task, max_new_tokens=ex.max_new_tokens, device=device
+        )
 
     n_ctx = _context_length(merged_dir)
     ggufs: list[dict[str, Any]] = []
     modelfile = None
     if ex.use_gguf:
-        ggufs = write_ggufs(ex, merged_dir, out / "gguf", prompts, merged_compliance, n_ctx)
+        ggufs = write_ggufs(ex, merged_dir, out / "gguf", prompts, task, merged_compliance, n_ctx)
         modelfile = str(write_modelfile(cfg, merged_dir, out, ggufs))
         paths["modelfile"] = modelfile
 
     comparison: list[dict[str, Any]] = []
     if ex.compare_examples:
-        from finsent.export.compare import compare_artifacts, write_comparison
-
         rows = replace(split, test=split.test[: ex.compare_examples], rest=[])
         artifacts = _artifacts(ex, merged_dir, ggufs, device, n_ctx)
-        comparison = compare_artifacts(artifacts, rows, cfg.prompt, cfg.eval, out)
+        comparison = compare_artifacts(artifacts, rows, task, cfg.eval, out)
         paths.update(write_comparison(comparison, out))
 
     card = build_model_card(cfg, base_model=base_model, gate=gate, ggufs=ggufs, comparison=comparison)
@@ -142,16 +144,15 @@ def write_ggufs(
     merged_dir: Path,
     gguf_dir: Path,
     prompts: list[Messages],
+    task: Task,
     merged_compliance: float,
     n_ctx: int,
 ) -> list[dict[str, Any]]:
     """Convert the merged model to the unquantized GGUF, quantize it, and read back and run every file."""
-    from finsent.export.gguf import convert_to_gguf, quantize_gguf, verify_gguf
-    from finsent.modeling import load_tokenizer
-
     check = {
         "tokenizer": load_tokenizer(str(merged_dir)),
         "prompts": prompts,
+        "task": task,
         "max_new_tokens": ex.max_new_tokens,
         "n_ctx": n_ctx,
         "min_compliance": max(0.0, merged_compliance - ex.gguf_max_compliance_drop),
@@ -167,11 +168,6 @@ def write_ggufs(
 
 def write_modelfile(cfg: RecipeConfig, merged_dir: Path, out: Path, ggufs: list[dict[str, Any]]) -> Path:
     """Write the Ollama Modelfile next to ``gguf/``, pointing at the ``export.ollama_gguf`` file."""
-    from transformers import GenerationConfig
-
-    from finsent.export.ollama import build_modelfile
-    from finsent.modeling import load_tokenizer
-
     tokenizer = load_tokenizer(str(merged_dir))
     try:
         eos = GenerationConfig.from_pretrained(merged_dir).eos_token_id
@@ -193,10 +189,6 @@ def write_modelfile(cfg: RecipeConfig, merged_dir: Path, out: Path, ggufs: list[
 def _artifacts(
     ex: ExportConfig, merged_dir: Path, ggufs: list[dict[str, Any]], device: str, n_ctx: int
 ) -> list[Artifact]:
-    from transformers import AutoConfig
-
-    from finsent.export.compare import Artifact
-
     dtype = str(AutoConfig.from_pretrained(merged_dir).dtype).removeprefix("torch.")
     size = sum(p.stat().st_size for p in merged_dir.glob("*.safetensors"))
     merged = ModelConfig(path=str(merged_dir), device=device, max_new_tokens=ex.max_new_tokens)
@@ -208,7 +200,5 @@ def _artifacts(
 
 
 def _context_length(model_dir: Path) -> int:
-    from transformers import AutoConfig
-
     # llama.cpp sizes its KV cache by n_ctx: 4096 is plenty for a prompt and a short answer.
     return min(4096, getattr(AutoConfig.from_pretrained(model_dir), "max_position_embeddings", 4096))

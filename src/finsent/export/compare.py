@@ -14,15 +14,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from finsent.completion import PromptConfig
 from finsent.config import EvalConfig, ModelConfig
-from finsent.eval import Run, metrics_row
 from finsent.eval.metrics import classification_metrics
 from finsent.eval.protocols import EvalSplit
+from finsent.eval.runs import Run, metrics_row
 from finsent.figures import new_figure, save_figure
 from finsent.io import atomic_write_json, atomic_write_text
 from finsent.serve.backends import load_backend
 from finsent.serve.predict import predict_rows
+from finsent.tasks import Task
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ class Artifact:
 
 
 def compare_artifacts(
-    artifacts: list[Artifact], split: EvalSplit, prompt: PromptConfig, ev: EvalConfig, out_dir: str | Path
+    artifacts: list[Artifact], split: EvalSplit, task: Task, ev: EvalConfig, out_dir: str | Path
 ) -> list[dict[str, Any]]:
     """Return one comparison row per artifact: size, load time, tokens/s and the eval stage's quality metrics."""
     rows = []
@@ -65,14 +65,14 @@ def compare_artifacts(
             backend,
             [(ex.id, ex.text) for ex in split.test],
             path,
-            prompt,
+            task,
             batch_size=artifact.model.batch_size,
             desc=f"compare {artifact.name}",
         )
         del backend
         gc.collect()
         run = Run(artifact.name, "model", artifact.model.backend, split, result.predictions)
-        metrics = classification_metrics(gold, [p.label for p in result.predictions])
+        metrics = classification_metrics(gold, [p.label for p in result.predictions], task.labels)
         row = metrics_row(run, metrics, ev, _NO_CONTAMINATION)
         rows.append(
             {

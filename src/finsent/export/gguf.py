@@ -19,16 +19,13 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from finsent.completion import parse_completion
+from transformers import PreTrainedTokenizerBase
+
 from finsent.config import ModelConfig
 from finsent.errors import ConfigError, FinsentError
-
-if TYPE_CHECKING:
-    from transformers import PreTrainedTokenizerBase
-
-    from finsent.serve.backends import Messages
+from finsent.serve.backends import LlamaCppBackend, Messages
+from finsent.tasks import Task
 
 logger = logging.getLogger(__name__)
 
@@ -150,6 +147,7 @@ def verify_gguf(
     kind: str,
     tokenizer: PreTrainedTokenizerBase,
     prompts: Sequence[Messages],
+    task: Task,
     *,
     architecture: str | None,
     max_new_tokens: int,
@@ -157,10 +155,9 @@ def verify_gguf(
     min_compliance: float = 0.0,
 ) -> GGUFFile:
     """Read a GGUF back and run it with llama.cpp: metadata must match (``architecture``: the unquantized file's),
-    the prompt must render as in training, and ``min_compliance`` of the gate prompts get answers in the format."""
+    the prompt must render as in training, and ``min_compliance`` of the gate prompts get answers in the task's
+    format."""
     from gguf import LlamaFileType
-
-    from finsent.serve.backends import LlamaCppBackend
 
     meta = read_gguf(path)
     expected = {
@@ -187,7 +184,7 @@ def verify_gguf(
     del backend
     if not all(c.completion_tokens > 0 for c in completions):
         raise FinsentError(f"{path}: llama.cpp generated nothing for a gate prompt")
-    compliance = sum(parse_completion(c.text).is_format_ok for c in completions) / len(prompts)
+    compliance = sum(task.parse(c.text).is_format_ok for c in completions) / len(prompts)
     if compliance < min_compliance:
         raise FinsentError(
             f"{path}: answers {compliance:.0%} of the gate prompts in the format, below the {min_compliance:.0%} "

@@ -7,6 +7,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from huggingface_hub import CommitOperationAdd, HfApi
+from huggingface_hub.errors import HfHubHTTPError
+
 from finsent.completion import PromptConfig
 from finsent.config import RecipeConfig
 from finsent.errors import FinsentError
@@ -68,9 +71,6 @@ def build_model_card(
 def push_export(out_dir: str | Path, merged_dir: str | Path, repo_id: str, gguf_paths: list[str]) -> str:
     """Upload the merged model (at the repo root), GGUFs, Modelfile, card and comparison in one commit; return the
     repo URL. The token comes from ``HF_TOKEN`` or ``huggingface-cli login``."""
-    from huggingface_hub import CommitOperationAdd, HfApi
-    from huggingface_hub.errors import HfHubHTTPError
-
     out_dir, merged_dir = Path(out_dir), Path(merged_dir)
     files = {path.name: path for path in sorted(merged_dir.iterdir()) if path.is_file()}
     files.update({f"gguf/{Path(p).name}": Path(p) for p in gguf_paths})

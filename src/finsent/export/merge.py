@@ -14,17 +14,15 @@ import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from finsent.completion import parse_completion
+import torch
+from transformers import AutoConfig
+
 from finsent.config import ModelConfig
 from finsent.errors import ConfigError, FinsentError
 from finsent.modeling import Dtype, adapter_base, load_model, load_tokenizer
-
-if TYPE_CHECKING:
-    import torch
-
-    from finsent.serve.backends import Messages, TransformersBackend
+from finsent.serve.backends import Messages, TransformersBackend, load_transformers
+from finsent.tasks import Task
 
 logger = logging.getLogger(__name__)
 
@@ -52,9 +50,6 @@ def merge_adapter(
     """Merge the LoRA adapter in ``adapter_dir`` into its base (in float32) and save safetensors, tokenizer and
     chat template to ``output_dir`` in ``dtype`` (auto: the base model's); a model dir that is no adapter is
     saved as it is."""
-    import torch
-    from transformers import AutoConfig
-
     output_dir = Path(output_dir)
     base = adapter_base(str(adapter_dir))
     save_dtype = (
@@ -86,6 +81,7 @@ def check_merge(
     adapter_dir: str | Path,
     merged_dir: str | Path,
     prompts: Sequence[Messages],
+    task: Task,
     *,
     atol: float,
     rtol: float,
@@ -93,27 +89,25 @@ def check_merge(
     device: str = "auto",
 ) -> GateReport:
     """Reload ``merged_dir`` and compare it with the adapter model on ``prompts``; raise ReloadGateError when the
-    logits differ by more than ``atol + rtol * max|adapter logit|`` or fewer answers follow the format."""
-
-    from finsent.serve.backends import TransformersBackend
+    logits differ by more than ``atol + rtol * max|adapter logit|`` or fewer answers follow the task's format."""
 
     def backend(path: str | Path) -> TransformersBackend:
         # float32 for both, so the comparison sees only the merge and the saved dtype's rounding.
         cfg = ModelConfig(
             path=str(path), dtype="float32", device=device, max_new_tokens=max_new_tokens, batch_size=len(prompts)
         )
-        return TransformersBackend(cfg)
+        return load_transformers(cfg)
 
     adapter = backend(adapter_dir)
     adapter_logits = prompt_logits(adapter, prompts)
     with adapter.model.disable_adapter():
         base_logits = prompt_logits(adapter, prompts)
-    adapter_ok = _compliance(adapter, prompts)
+    adapter_ok = _compliance(adapter, prompts, task)
     del adapter
     gc.collect()
     merged = backend(merged_dir)
     merged_logits = prompt_logits(merged, prompts)
-    merged_ok = _compliance(merged, prompts)
+    merged_ok = _compliance(merged, prompts, task)
     del merged
     gc.collect()
 
@@ -147,8 +141,6 @@ def check_merge(
 
 def prompt_logits(backend: TransformersBackend, prompts: Sequence[Messages]) -> list[torch.Tensor]:
     """Return the float32 logits at every position of each chat-templated prompt, one prompt at a time (no padding)."""
-    import torch
-
     logits = []
     with torch.inference_mode():
         for prompt in prompts:
@@ -158,15 +150,13 @@ def prompt_logits(backend: TransformersBackend, prompts: Sequence[Messages]) -> 
 
 
 def format_compliance(
-    model_dir: str | Path, prompts: Sequence[Messages], *, max_new_tokens: int, device: str = "auto"
+    model_dir: str | Path, prompts: Sequence[Messages], task: Task, *, max_new_tokens: int, device: str = "auto"
 ) -> float:
-    """Return the share of ``prompts`` the model in ``model_dir`` answers in the format (greedy)."""
-    from finsent.serve.backends import TransformersBackend
-
+    """Return the share of ``prompts`` the model in ``model_dir`` answers in the task's format (greedy)."""
     cfg = ModelConfig(path=str(model_dir), device=device, max_new_tokens=max_new_tokens, batch_size=len(prompts))
-    return _compliance(TransformersBackend(cfg), prompts)
+    return _compliance(load_transformers(cfg), prompts, task)
 
 
-def _compliance(backend: TransformersBackend, prompts: Sequence[Messages]) -> float:
+def _compliance(backend: TransformersBackend, prompts: Sequence[Messages], task: Task) -> float:
     completions = backend.complete(prompts)
-    return sum(parse_completion(c.text).is_format_ok for c in completions) / len(prompts)
+    return sum(task.parse(c.text).is_format_ok for c in completions) / len(prompts)

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+from transformers import PreTrainedTokenizerBase
 
 from finsent.completion import LABELS, PromptConfig, render_completion
 from finsent.errors import ConfigError
-
-if TYPE_CHECKING:
-    from transformers import PreTrainedTokenizerBase
 
 _SYSTEM = "@@FINSENT_SYSTEM@@"
 _USER = "@@FINSENT_USER@@"

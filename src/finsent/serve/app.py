@@ -23,10 +23,11 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from finsent.completion import LABELS, ParseStatus, PromptConfig, build_messages, parse_completion
+from finsent.completion import ParseStatus
 from finsent.config import ServeConfig
 from finsent.errors import ConfigError, FinsentError
 from finsent.serve.backends import GREEDY, Backend, Completion, Messages, Prompt, Sampling
+from finsent.tasks import Task
 
 logger = logging.getLogger(__name__)
 access_logger = logging.getLogger("finsent.serve.access")
@@ -122,11 +123,10 @@ class BodySizeLimit:
         await self.app(scope, replay, send)
 
 
-def create_app(
-    backend: Backend, cfg: ServeConfig, prompt: PromptConfig | None = None, model_name: str = "finsent"
-) -> FastAPI:
-    """Return the FastAPI app serving ``backend`` under the limits of ``cfg``; ``prompt`` is the training prompt."""
-    prompt = prompt or PromptConfig()
+def create_app(backend: Backend, cfg: ServeConfig, task: Task, model_name: str = "finsent") -> FastAPI:
+    """Return the FastAPI app serving ``backend`` under the limits of ``cfg``; ``task`` prompts the model as in
+    training, masks what training masked, and parses answers against its labels."""
+    labels = ", ".join(task.labels) if task.labels else "no label set (free-form answers)"
     api_key = _read_api_key(cfg.api_key_env)
     batcher = MicroBatcher(
         backend, cfg.micro_batch_size if cfg.use_micro_batching else 1, cfg.micro_batch_wait_ms / 1000
@@ -149,7 +149,8 @@ def create_app(
             return self
 
     class Sentiment(BaseModel):
-        label: str | None = Field(description=f"One of {', '.join(LABELS)}; null when the answer names none.")
+        label: str | None = Field(description=f"One of {labels}; null when the answer names none.")
+        display_name: str = Field(description="The label as people read it (a category's name).")
         reasoning: str
         status: ParseStatus = Field(description="ok: the answer followed the format; fallback; missing.")
         latency_ms: float
@@ -216,13 +217,20 @@ def create_app(
         """Label one text or a batch: label, reasoning, format status and latency."""
         start = time.perf_counter()
         texts = [body.text] if body.text is not None else list(body.texts or [])
-        completions = await generate([build_messages(text, prompt) for text in texts])
+        # The model learnt from masked text (transactions): it sees, and its reasoning quotes, the masked form.
+        completions = await generate([task.messages(task.anonymize(text)) for text in texts])
         latency_ms = round((time.perf_counter() - start) * 1000, 3)
         results = []
         for completion in completions:
-            parsed = parse_completion(completion.text)
+            parsed = task.parse(completion.text)
             results.append(
-                Sentiment(label=parsed.label, reasoning=parsed.reasoning, status=parsed.status, latency_ms=latency_ms)
+                Sentiment(
+                    label=parsed.label,
+                    display_name=task.display(parsed.label),
+                    reasoning=parsed.reasoning,
+                    status=parsed.status,
+                    latency_ms=latency_ms,
+                )
             )
         return results[0] if body.text is not None else SentimentBatch(results=results, latency_ms=latency_ms)
 
@@ -230,7 +238,7 @@ def create_app(
     async def chat_completions(body: ChatRequest) -> dict[str, Any] | StreamingResponse:
         """OpenAI-compatible chat completion under the recipe's limits; ``stream`` sends it as server-sent events."""
         given = [{"role": m.role, "content": m.content} for m in body.messages]
-        messages = chat_messages(given, prompt.system, cfg.use_caller_system_prompt)
+        messages = chat_messages(given, task.prompt.system, cfg.use_caller_system_prompt)
         sampling = chat_sampling(body.max_completion_tokens or body.max_tokens, body.temperature, cfg)
         completion = (await generate([messages], sampling))[0]
         head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": body.model or model_name}

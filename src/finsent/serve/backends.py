@@ -12,12 +12,16 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Literal, Protocol
 
-import httpx
+import openai
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers.utils.chat_template_utils import render_jinja_template
 
 from finsent.config import ModelConfig
 from finsent.errors import ConfigError, FinsentError
+from finsent.modeling import load_model, load_tokenizer
 from finsent.registry import Registry
 
 Messages = list[dict[str, str]]
@@ -62,19 +66,25 @@ def as_messages(prompt: Prompt) -> Messages:
 
 
 @BACKENDS.register("transformers")
-class TransformersBackend:
+def load_transformers(cfg: ModelConfig) -> TransformersBackend:
     """Any causal LM by hub id or path, LoRA adapters on top; batched greedy generation on CPU or GPU."""
+    tokenizer = load_tokenizer(cfg.path, padding_side="left", trust_remote_code=cfg.trust_remote_code)
+    model = load_model(
+        cfg.path, adapter=cfg.adapter, dtype=cfg.dtype, device=cfg.device, trust_remote_code=cfg.trust_remote_code
+    )
+    return TransformersBackend(model, tokenizer, cfg.max_new_tokens, cfg.batch_size)
 
-    def __init__(self, cfg: ModelConfig) -> None:
-        from finsent.modeling import load_model, load_tokenizer
 
-        self.cfg = cfg
-        self.tokenizer = load_tokenizer(cfg.path, padding_side="left", trust_remote_code=cfg.trust_remote_code)
-        self.model = load_model(
-            cfg.path, adapter=cfg.adapter, dtype=cfg.dtype, device=cfg.device, trust_remote_code=cfg.trust_remote_code
-        )
-        eos = self.model.generation_config.eos_token_id
-        self.eos_ids = set(eos if isinstance(eos, list) else [eos]) | {self.tokenizer.eos_token_id}
+class TransformersBackend:
+    """A loaded causal LM and its tokenizer (also a model in training): greedy generation in batches."""
+
+    def __init__(
+        self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, max_new_tokens: int, batch_size: int
+    ) -> None:
+        self.model, self.tokenizer = model, tokenizer
+        self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
+        eos = model.generation_config.eos_token_id
+        self.eos_ids = set(eos if isinstance(eos, list) else [eos]) | {tokenizer.eos_token_id}
 
     def render(self, prompt: Prompt) -> str:
         """Return the chat-templated prompt; Qwen3's thinking is off, as in training."""
@@ -83,20 +93,26 @@ class TransformersBackend:
         )
 
     def complete(self, prompts: Sequence[Prompt], sampling: Sampling = GREEDY) -> list[Completion]:
-        import torch
+        completions = []
+        for i in range(0, len(prompts), self.batch_size):
+            completions.extend(self._complete_batch(prompts[i : i + self.batch_size], sampling))
+        return completions
 
-        if not prompts:
-            return []
+    def _complete_batch(self, prompts: Sequence[Prompt], sampling: Sampling) -> list[Completion]:
         # Left padding keeps every prompt's last token next to its first generated token.
         batch = self.tokenizer(
-            [self.render(p) for p in prompts], return_tensors="pt", padding=True, add_special_tokens=False
+            [self.render(p) for p in prompts],
+            return_tensors="pt",
+            padding=True,
+            padding_side="left",
+            add_special_tokens=False,
         ).to(self.model.device)
         is_sampled = sampling.temperature > 0
         start = time.perf_counter()
         with torch.inference_mode():
             output = self.model.generate(
                 **batch,
-                max_new_tokens=sampling.max_new_tokens or self.cfg.max_new_tokens,
+                max_new_tokens=sampling.max_new_tokens or self.max_new_tokens,
                 do_sample=is_sampled,
                 temperature=sampling.temperature if is_sampled else None,
                 top_p=None,
@@ -120,15 +136,10 @@ class OpenAIBackend:
 
     def __init__(self, cfg: ModelConfig) -> None:
         self.cfg = cfg
-        api_key = os.environ.get(cfg.api_key_env)
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        # Retries here cover failed connections only; a request that reached the server and failed is an error.
-        self.client = httpx.Client(
-            base_url=cfg.base_url.rstrip("/"),
-            headers=headers,
-            timeout=cfg.timeout_s,
-            transport=httpx.HTTPTransport(retries=3),
-        )
+        self.url = f"{cfg.base_url.rstrip('/')}/chat/completions"
+        # The client refuses to start without a key; keyless servers (vLLM, llama.cpp) ignore this placeholder.
+        api_key = os.environ.get(cfg.api_key_env) or "EMPTY"
+        self.client = openai.OpenAI(base_url=cfg.base_url, api_key=api_key, max_retries=3, timeout=cfg.timeout_s)
 
     def complete(self, prompts: Sequence[Prompt], sampling: Sampling = GREEDY) -> list[Completion]:
         if not prompts:
@@ -137,35 +148,31 @@ class OpenAIBackend:
             return list(pool.map(self._complete_one, prompts, [sampling] * len(prompts)))
 
     def _complete_one(self, prompt: Prompt, sampling: Sampling) -> Completion:
-        payload = {
-            "model": self.cfg.path,
-            "messages": as_messages(prompt),
-            "max_tokens": sampling.max_new_tokens or self.cfg.max_new_tokens,
-            "temperature": sampling.temperature,
-        }
-        url = f"{self.cfg.base_url.rstrip('/')}/chat/completions"
         start = time.perf_counter()
         try:
-            response = self.client.post("/chat/completions", json=payload)
-            response.raise_for_status()
-            body: dict[str, Any] = response.json()
-            choice = body["choices"][0]
-            text = choice["message"]["content"] or ""
-        except httpx.HTTPStatusError as err:
-            raise FinsentError(f"{url}: HTTP {err.response.status_code}: {err.response.text[:300]}") from err
-        except httpx.HTTPError as err:
-            raise FinsentError(f"{url}: {type(err).__name__}: {err}") from err
-        except (ValueError, KeyError, IndexError, TypeError) as err:
-            raise FinsentError(f"{url}: not a chat-completions reply ({err!r})") from err
+            completion = self.client.chat.completions.create(
+                model=self.cfg.path,
+                messages=as_messages(prompt),
+                max_tokens=sampling.max_new_tokens or self.cfg.max_new_tokens,
+                temperature=sampling.temperature,
+            )
+            choice = completion.choices[0]
+            text = choice.message.content or ""
+        except openai.APIStatusError as err:
+            raise FinsentError(f"{self.url}: HTTP {err.status_code}: {err.response.text[:300]}") from err
+        except openai.APIConnectionError as err:
+            raise FinsentError(f"{self.url}: {type(err).__name__}: {err}") from err
+        except (ValueError, AttributeError, IndexError, TypeError) as err:
+            raise FinsentError(f"{self.url}: not a chat-completions reply ({err!r})") from err
         latency_ms = (time.perf_counter() - start) * 1000
-        usage = body.get("usage") or {}
-        tokens = usage.get("completion_tokens")
+        usage = completion.usage
+        tokens = usage.completion_tokens if usage else None
         return Completion(
             text,
             latency_ms,
             int(tokens) if tokens is not None else len(text.split()),
-            int(usage.get("prompt_tokens") or 0),
-            "length" if choice.get("finish_reason") == "length" else "stop",
+            int(usage.prompt_tokens or 0) if usage else 0,
+            "length" if choice.finish_reason == "length" else "stop",
         )
 
 
@@ -189,8 +196,6 @@ class LlamaCppBackend:
     def render(self, prompt: Prompt) -> str:
         """Return the prompt rendered with the GGUF's own chat template, thinking off as in training."""
         # llama-cpp-python's chat handler cannot pass enable_thinking, so the template is rendered here.
-        from transformers.utils.chat_template_utils import render_jinja_template
-
         rendered, _ = render_jinja_template(
             [as_messages(prompt)], chat_template=self.template, add_generation_prompt=True, enable_thinking=False
         )

@@ -13,16 +13,17 @@ import logging
 import re
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from finsent.completion import LABELS, ParseStatus, PromptConfig, build_messages, parse_completion
+from finsent.completion import ParseStatus, PromptConfig
 from finsent.config import ModelConfig, dump_config
 from finsent.errors import DataError
 from finsent.io import atomic_write_text, json_object, writing
 from finsent.serve.backends import Backend
+from finsent.tasks import Task
 
 logger = logging.getLogger(__name__)
 
@@ -56,23 +57,22 @@ class PredictResult:
 def predict_texts(
     backend: Backend,
     texts: Sequence[str],
-    prompt: PromptConfig,
-    labels: tuple[str, ...] = LABELS,
+    task: Task,
     systems: Sequence[str] | None = None,
 ) -> list[Prediction]:
-    """Return a prediction for each text, in one backend call (ids are positions).
+    """Return a prediction for each text, prompted and parsed as ``task`` says, in one backend call (ids are
+    positions).
 
     Args:
-        labels: the task's label set the answers are parsed against.
-        systems: per text, its own system prompt (instruction datasets carry one); empty keeps ``prompt.system``.
+        systems: per text, its own system prompt (instruction datasets carry one); empty keeps the task's.
     """
     start = time.perf_counter()
-    prompts = [replace(prompt, system=system) if system else prompt for system in systems or [""] * len(texts)]
-    completions = backend.complete([build_messages(text, p) for text, p in zip(texts, prompts, strict=True)])
+    own = systems or [""] * len(texts)
+    completions = backend.complete([task.messages(text, system) for text, system in zip(texts, own, strict=True)])
     wall_ms = (time.perf_counter() - start) * 1000 / max(len(texts), 1)
     predictions = []
     for i, (text, completion) in enumerate(zip(texts, completions, strict=True)):
-        parsed = parse_completion(completion.text, labels)
+        parsed = task.parse(completion.text)
         predictions.append(
             Prediction(
                 str(i),
@@ -94,11 +94,10 @@ def predict_rows(
     backend: Backend,
     rows: Sequence[tuple[str, str]],
     output_path: str | Path,
-    prompt: PromptConfig,
+    task: Task,
     *,
     batch_size: int,
     desc: str = "predict",
-    labels: tuple[str, ...] = LABELS,
     systems: Mapping[str, str] | None = None,
 ) -> PredictResult:
     """Predict ``(id, text)`` rows into ``output_path`` (JSONL), skipping ids it already holds; return all rows.
@@ -123,7 +122,7 @@ def predict_rows(
             batch = todo[start : start + batch_size]
             own = [(systems or {}).get(row_id, "") for row_id, _ in batch]
             for (row_id, _), prediction in zip(
-                batch, predict_texts(backend, [t for _, t in batch], prompt, labels, own), strict=True
+                batch, predict_texts(backend, [t for _, t in batch], task, own), strict=True
             ):
                 done[row_id] = Prediction(**{**asdict(prediction), "id": row_id})
                 handle.write(json.dumps(asdict(done[row_id]), ensure_ascii=False) + "\n")
@@ -192,18 +191,16 @@ def predict_file(
     backend: Backend,
     input_path: str | Path,
     output_path: str | Path,
-    prompt: PromptConfig,
+    task: Task,
     *,
     batch_size: int,
     text_column: str = "text",
     id_column: str = "id",
-    labels: tuple[str, ...] = LABELS,
 ) -> PredictResult:
-    """Predict every row of a CSV or JSONL file into ``output_path``, resuming where an earlier run stopped."""
-    rows = read_inputs(input_path, text_column, id_column)
-    return predict_rows(
-        backend, rows, output_path, prompt, batch_size=batch_size, desc=Path(input_path).name, labels=labels
-    )
+    """Predict every row of a CSV or JSONL file into ``output_path``, resuming where an earlier run stopped; texts
+    are anonymized as the task's training texts were."""
+    rows = [(row_id, task.anonymize(text)) for row_id, text in read_inputs(input_path, text_column, id_column)]
+    return predict_rows(backend, rows, output_path, task, batch_size=batch_size, desc=Path(input_path).name)
 
 
 def safe_name(name: str) -> str:

@@ -16,10 +16,6 @@ Patterns err towards masking: a wrongly masked reference number costs little, a 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
-from dataclasses import replace
-
-from finsent.data.sources import Example, InstructExample, example_id
 
 _EMAIL = re.compile(r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)*\.[A-Za-z]{2,}\b")
 # Country code, check digits, then letters or digits, optionally in groups of four (15-34 characters in all).
@@ -85,19 +81,6 @@ def anonymize_text(text: str) -> str:
     text = _ACCOUNT.sub("[ACCOUNT]", text)
     text = _P2P.sub(lambda m: _mask_name(m, is_p2p=True), text)
     return _TRANSFER.sub(lambda m: _mask_name(m, is_p2p=False), text)
-
-
-def anonymize_examples(examples: Sequence[Example]) -> list[Example]:
-    """Return the examples with anonymized text (and an instruction's answer and system prompt); ids are recomputed
-    from the masked text."""
-    masked = []
-    for ex in examples:
-        text = anonymize_text(ex.text)
-        ex = ex if text == ex.text else replace(ex, id=example_id(ex.source, text), text=text)
-        if isinstance(ex, InstructExample):
-            ex = replace(ex, answer=anonymize_text(ex.answer), system=anonymize_text(ex.system))
-        masked.append(ex)
-    return masked
 
 
 def _iban(match: re.Match[str]) -> str:

@@ -1,0 +1,178 @@
+"""What a model or baseline did on a test set: reading test sets, predicting them (resumable), and the metrics row
+of each run. Shared by the classification and instruction evals and by the export's comparison.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from finsent.config import EvalConfig, EvalSetConfig, ModelConfig
+from finsent.data.readers import Example, RowErrors
+from finsent.data.sources import load_source
+from finsent.errors import ConfigError
+from finsent.eval.baselines import BASELINES
+from finsent.eval.metrics import Metrics, bootstrap_intervals
+from finsent.eval.protocols import EvalSplit
+from finsent.serve.backends import load_backend
+from finsent.serve.predict import Prediction, PredictResult, predict_rows, predictions_path
+from finsent.tasks import Task
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Run:
+    """The predictions of one model or baseline on one test set."""
+
+    model: str
+    kind: str  # "model" or "baseline"
+    backend: str | None
+    split: EvalSplit
+    predictions: list[Prediction]
+
+
+def read_test_set(ts: EvalSetConfig, errors: RowErrors) -> list[Example]:
+    """Return the rows of ``path`` then of each of ``extra_paths`` (FiQA-SA: headlines then posts), in file order."""
+    return [ex for path in [ts.path, *ts.extra_paths] for ex in load_source(replace(ts, path=path), errors)]
+
+
+def run_baseline(name: str, train: list[Example], split: EvalSplit, seed: int) -> Run:
+    """Fit baseline ``name`` on ``train`` and label the test rows."""
+    baseline = BASELINES.get(name)(seed)
+    if baseline.uses_train:
+        if not train:  # only when eval.train names the test set's own file under a protocol that uses it whole
+            raise ConfigError(
+                f"baseline {name} has no rows to learn from for {split.name}: the train source is the test set itself",
+                field="eval.train",
+                expected="another source, or protocol holdout",
+            )
+        baseline.fit([ex.text for ex in train], [ex.label for ex in train])
+    start = time.perf_counter()
+    guesses = baseline.predict([ex.text for ex in split.test])
+    wall_ms = (time.perf_counter() - start) * 1000 / len(split.test)
+    predictions = [
+        Prediction(ex.id, ex.text, guess.label, guess.reasoning, "", "ok", None, wall_ms, 0, wall_ms)
+        for ex, guess in zip(split.test, guesses, strict=True)
+    ]
+    logger.info("%s on %s: fitted on %d rows", name, split.name, len(train))
+    return Run(name, "baseline", None, split, predictions)
+
+
+def run_model(
+    model: ModelConfig,
+    splits: list[EvalSplit],
+    task: Task,
+    predictions_dir: Path,
+) -> list[Run]:
+    """Load ``model`` once and predict every test set (prompted and parsed as ``task`` says); predictions resume."""
+    results = predict_splits(model, splits, task, predictions_dir)
+    return [
+        Run(model.name, "model", model.backend, split, result.predictions)
+        for split, result in zip(splits, results, strict=True)
+    ]
+
+
+def predict_splits(
+    model: ModelConfig,
+    splits: list[EvalSplit],
+    task: Task,
+    predictions_dir: Path,
+    *,
+    systems: Callable[[EvalSplit], Mapping[str, str]] | None = None,
+) -> list[PredictResult]:
+    """Load ``model`` once, predict each split into its resumable file, and free the weights before returning.
+
+    Args:
+        systems: a split -> its rows' own system prompts (row id -> prompt), for rows that carry one.
+    """
+    backend = load_backend(model)
+    results = [
+        predict_rows(
+            backend,
+            [(ex.id, ex.text) for ex in split.test],
+            predictions_path(predictions_dir, model, task.prompt, split.name),
+            task,
+            batch_size=model.batch_size,
+            desc=f"{model.name} on {split.name}",
+            systems=systems(split) if systems else None,
+        )
+        for split in splits
+    ]
+    del backend
+    gc.collect()  # free the weights (and GPU memory) before the next model loads
+    return results
+
+
+def metrics_row(run: Run, metrics: Metrics, ev: EvalConfig, contamination: dict[str, int]) -> dict[str, Any]:
+    """Return the metrics.json row of one run."""
+    gold = [ex.label for ex in run.split.test]
+    pred = [p.label for p in run.predictions]
+    intervals = bootstrap_intervals(
+        gold, pred, metrics.labels, n_resamples=ev.bootstrap_resamples, confidence=ev.confidence, seed=ev.seed
+    )
+    row: dict[str, Any] = {
+        "model": run.model,
+        "kind": run.kind,
+        "backend": run.backend,
+        "test_set": run.split.name,
+        "protocol": run.split.protocol,
+        "n": metrics.n,
+        "accuracy": _round(metrics.accuracy),
+        "accuracy_ci": [_round(v) for v in intervals["accuracy"]],
+        "macro_f1": _round(metrics.macro_f1),
+        "macro_f1_ci": [_round(v) for v in intervals["macro_f1"]],
+        "weighted_f1": _round(metrics.weighted_f1),
+        "ci_level": ev.confidence,
+        "per_label": {
+            label: {k: _round(v) if isinstance(v, float) else v for k, v in asdict(scores).items()}
+            for label, scores in metrics.per_label.items()
+        },
+        "confusion": {
+            "gold": list(metrics.labels),
+            "predicted": [*metrics.labels, "no_answer"],
+            "counts": metrics.confusion,
+        },
+        "format_compliance": None,
+        "parse_failures": None,
+        "parse_status": None,
+        "parse_issues": None,
+        "latency_ms_p50": None,
+        "latency_ms_p95": None,
+        "tokens_per_s": None,
+        "mean_reasoning_words": None,
+        "contamination": contamination,
+        "anchors": [asdict(anchor) for anchor in run.split.anchors],
+        "note": run.split.note,
+    }
+    if run.kind == "model":
+        status = Counter(p.status for p in run.predictions)
+        latencies = [p.latency_ms for p in run.predictions]
+        wall_s = sum(p.wall_ms for p in run.predictions) / 1000
+        tokens = sum(p.completion_tokens for p in run.predictions)
+        row.update(
+            {
+                # A fallback parse can still be right, but it is never counted as following the format.
+                "format_compliance": _round(status["ok"] / len(run.predictions)),
+                "parse_failures": len(run.predictions) - status["ok"],
+                "parse_status": {s: status[s] for s in ("ok", "fallback", "missing")},
+                "parse_issues": dict(Counter(p.issue for p in run.predictions if p.issue).most_common()),
+                "latency_ms_p50": _round(float(np.percentile(latencies, 50)), 1),
+                "latency_ms_p95": _round(float(np.percentile(latencies, 95)), 1),
+                "tokens_per_s": _round(tokens / wall_s, 1) if wall_s > 0 else None,
+                "mean_reasoning_words": _round(float(np.mean([len(p.reasoning.split()) for p in run.predictions])), 1),
+            }
+        )
+    return row
+
+
+def _round(value: float | None, digits: int = 4) -> float | None:
+    return None if value is None else round(value, digits)
