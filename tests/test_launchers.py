@@ -166,10 +166,10 @@ def test_finsent_run_trains_sft_and_grpo_on_two_ddp_processes_over_gloo(tmp_path
     (`accelerate launch --cpu --num_processes 2` starts one process: accelerate runs several CPU processes only
     through mpirun. Its torch launcher, the multi_gpu config, starts two, and ACCELERATE_USE_CPU puts them on gloo.)
     """
-    from finsent.completion import PromptConfig
     from finsent.config import ModelConfig
     from finsent.serve.backends import load_backend
     from finsent.serve.predict import predict_texts
+    from finsent.tasks import TASKS
 
     steps, batch = 2, 4
     done = subprocess.run(
@@ -217,5 +217,5 @@ def test_finsent_run_trains_sft_and_grpo_on_two_ddp_processes_over_gloo(tmp_path
     grpo = json.loads((tmp_path / "grpo" / "result.json").read_text())
     assert grpo["metrics"]["train_runtime"] > 0 and (tmp_path / "grpo" / "config.yaml").is_file()
     backend = load_backend(ModelConfig(path=str(tmp_path / "grpo"), max_new_tokens=8))
-    predictions = predict_texts(backend, ["Net sales rose 12% to EUR 85 million."], PromptConfig())
+    predictions = predict_texts(backend, ["Net sales rose 12% to EUR 85 million."], TASKS.get("sentiment"))
     assert predictions[0].status in ("ok", "fallback", "missing") and predictions[0].completion_tokens > 0
