@@ -108,6 +108,8 @@ def _check_eval(cfg: RecipeConfig, task: Task) -> None:
     _check_sources(cfg, "eval.reference", ev.reference)
     if ev.train is not None:
         _check_sources(cfg, "eval", [ev.train])
+    if ev.calibration_set is not None:
+        _check_sources(cfg, "eval", [ev.calibration_set])
     for i, model in enumerate(ev.models):
         _check_names(cfg, "backends", f"eval.models.{i}.backend", [model.backend], is_list=False)
     baselines = REGISTRIES.get("baselines")

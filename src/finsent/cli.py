@@ -53,6 +53,8 @@ ENTRY_POINTS.add("format_size", "finsent.export.compare:format_size")
 ENTRY_POINTS.add("load_backend", "finsent.serve.backends:load_backend")
 ENTRY_POINTS.add("predict_texts", "finsent.serve.predict:predict_texts")
 ENTRY_POINTS.add("predict_file", "finsent.serve.predict:predict_file")
+ENTRY_POINTS.add("confidence_for", "finsent.serve.predict:confidence_for")
+ENTRY_POINTS.add("load_calibration", "finsent.calibration:load_calibration")
 ENTRY_POINTS.add("create_app", "finsent.serve.app:create_app")
 ENTRY_POINTS.add("run_server", "finsent.serve.app:run_server")
 # What a command line names that is no recipe key: errors about it say so.
@@ -191,31 +193,53 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     task = load_config(args.config, _flag_overrides({"task": args.task})).get_task()
     if task.labels is None:
         raise FinsentError("predict labels text; for instructions use finsent eval (task instruct) or finsent serve")
-    model = build_dataclass(ModelConfig, _model_flags(args) | {"adapter": args.adapter}, (), COMMAND_LINE)
+    if not 0 <= args.min_confidence <= 1:
+        raise FinsentError(f"--min-confidence: expected a probability in [0, 1], got {args.min_confidence}")
+    model = build_dataclass(
+        ModelConfig, _model_flags(args) | {"adapter": args.adapter, "calibration": args.calibration}, (), COMMAND_LINE
+    )
+    confidence = ENTRY_POINTS.get("confidence_for")(model, args.min_confidence)
     backend = ENTRY_POINTS.get("load_backend")(model)
     if args.text is not None:
-        prediction = ENTRY_POINTS.get("predict_texts")(backend, [task.anonymize(args.text)], task)[0]
+        prediction = ENTRY_POINTS.get("predict_texts")(
+            backend, [task.anonymize(args.text)], task, confidence=confidence
+        )[0]
         flag = "" if prediction.status == "ok" else f"  [yellow]({prediction.status}: {prediction.issue})[/]"
         label, name = prediction.label, task.display(prediction.label)
         console.print(
             f"[bold]label:[/] {escape(name if name == label or label is None else f'{name} ({label})')}{flag}"
         )
+        if prediction.probabilities is not None:
+            shares = sorted(prediction.probabilities.items(), key=lambda item: -item[1])
+            console.print(
+                f"[bold]probabilities:[/] {', '.join(f'{k} {v:.3f}' for k, v in shares)} "
+                f"(temperature {confidence.calibration.temperature:g})"
+            )
         console.print(f"[bold]reasoning:[/] {escape(prediction.reasoning)}", highlight=False)
         return 0
     result = ENTRY_POINTS.get("predict_file")(
-        backend, args.input, args.output, task, batch_size=args.batch_size, text_column=args.text_column
+        backend,
+        args.input,
+        args.output,
+        task,
+        batch_size=args.batch_size,
+        text_column=args.text_column,
+        confidence=confidence,
     )
     ok = sum(p.status == "ok" for p in result.predictions)
+    abstained = sum(p.label == "abstain" for p in result.predictions)
     console.print(
         f"{len(result.predictions):,} rows ({result.num_new:,} new, {result.num_resumed:,} from an earlier "
-        f"run), format ok {ok:,}: [bold]{result.output_path}[/]"
+        f"run), format ok {ok:,}"
+        + (f", abstained {abstained:,} (below {args.min_confidence:g})" if args.min_confidence else "")
+        + f": [bold]{result.output_path}[/]"
     )
     return 0
 
 
 def _model_flags(args: argparse.Namespace) -> dict[str, Any]:
     """The ModelConfig fields that predict's and serve's flags set."""
-    fields = {"path": args.model, "backend": args.backend, "base_url": args.base_url}
+    fields = {"path": args.model, "backend": args.backend, "base_url": args.base_url, "calibration": args.calibration}
     return fields | {
         "max_new_tokens": args.max_new_tokens,
         **({"batch_size": args.batch_size} if "batch_size" in args else {}),
@@ -267,14 +291,18 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         "serve.host": args.host,
         "serve.port": args.port,
         "serve.api_key_env": args.api_key_env,
+        "serve.min_confidence": args.min_confidence,
     }
     cfg = load_config(args.config, [*_flag_overrides(flags), *args.overrides])
     serve = cfg.serve
     if serve.model is None:
         raise FinsentError("give --model (a model or adapter dir, a GGUF with --backend llamacpp) or set serve.model")
     validate_recipe(cfg, ["serve"])
+    calibration = ENTRY_POINTS.get("load_calibration")(serve.model)
     backend = ENTRY_POINTS.get("load_backend")(serve.model)
-    app = ENTRY_POINTS.get("create_app")(backend, serve, cfg.get_task(), model_name=str(serve.model.name))
+    app = ENTRY_POINTS.get("create_app")(
+        backend, serve, cfg.get_task(), model_name=str(serve.model.name), calibration=calibration
+    )
     console.print(
         f"serving [bold]{serve.model.name}[/] ({serve.model.backend}) on http://{serve.host}:{serve.port} "
         f"(API docs at /docs{', API key from $' + serve.api_key_env if serve.api_key_env else ''})"
@@ -378,6 +406,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--config", metavar="RECIPE", help="Recipe whose task and prompt to use (default: the built-in ones)."
     )
     predict.add_argument("--task", help="Task whose labels and prompt to use (finsent ls tasks; default: sentiment).")
+    predict.add_argument(
+        "--min-confidence",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="Answer abstain where the model's label is less likely than P (calibrated; default 0: never).",
+    )
+    predict.add_argument(
+        "--calibration", metavar="FILE", help="calibration.json to apply (default: the one beside the model)."
+    )
     predict.set_defaults(handler=_cmd_predict)
 
     export = commands.add_parser("export", help="Merge, gate, GGUF + Ollama export, size/quality comparison.")
@@ -397,6 +435,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--api-key-env", metavar="VAR", help="Require the API key held in this environment variable.")
     serve.add_argument("--max-new-tokens", type=int, default=256, help="Longest completion in tokens.")
     serve.add_argument("--base-url", default="http://127.0.0.1:8000/v1", help="openai: the upstream /v1 URL.")
+    serve.add_argument(
+        "--min-confidence",
+        type=float,
+        metavar="P",
+        help="/v1/sentiment answers abstain where the model's label is less likely than P (serve.min_confidence).",
+    )
+    serve.add_argument(
+        "--calibration", metavar="FILE", help="calibration.json to apply (default: the one beside the model)."
+    )
     serve.set_defaults(handler=_cmd_serve)
 
     ls = commands.add_parser("ls", help="List what can be named in a recipe.")

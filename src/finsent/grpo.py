@@ -24,7 +24,7 @@ from finsent.eval.metrics import classification_metrics
 from finsent.plateau import AccuracyFn, RewardPlateauCallback
 from finsent.rewards import REWARDS
 from finsent.serve.backends import TransformersBackend
-from finsent.serve.predict import predict_texts
+from finsent.serve.predict import Confidence, predict_texts
 from finsent.tasks import Task
 from finsent.tracking import start_trainer_tracking
 from finsent.training import (
@@ -115,7 +115,8 @@ def validation_accuracy(rows: Sequence[dict[str, Any]], task: Task, max_new_toke
 
     def accuracy(model: Any, tokenizer: Any) -> float:
         backend = TransformersBackend(model, tokenizer, max_new_tokens, batch_size=16)
-        predictions = predict_texts(backend, texts, task)
+        # Only the labels count here: scoring their probabilities would slow training for nothing.
+        predictions = predict_texts(backend, texts, task, confidence=Confidence(use_probabilities=False))
         return classification_metrics(gold, [p.label for p in predictions], task.labels).accuracy
 
     return accuracy

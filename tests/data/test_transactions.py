@@ -134,11 +134,15 @@ def test_rules_teacher_explains_with_the_keyword_and_passes_validation():
 def test_rules_baseline_uses_the_same_rules():
     baseline = BASELINES.get("rules")(0)
     assert (baseline.uses_train, baseline.task) == (False, "transactions")
-    guesses = baseline.predict(["SQ *STARBUCKS #1234 6.50", "LA TAQUERIA 12.30"])
+    labels = TASKS.get("transactions").labels
+    guesses = baseline.predict(["SQ *STARBUCKS #1234 6.50", "LA TAQUERIA 12.30"], labels)
     assert [(g.label, g.reasoning) for g in guesses] == [
         ("food_dining", "keyword: STARBUCKS"),
         ("other", "no keyword matched"),
     ]
+    # A matched keyword makes its category the most likely; no keyword leaves all twelve as likely.
+    assert max(guesses[0].probabilities, key=guesses[0].probabilities.get) == "food_dining"
+    assert set(guesses[1].probabilities.values()) == {1 / len(labels)}
 
 
 def test_teachers_and_sources_must_fit_the_task(tmp_path):

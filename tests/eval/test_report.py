@@ -88,7 +88,10 @@ def test_markdown_and_html_reports_show_every_row_and_picture(report):
     for row in report.rows:
         assert f"| {row['model']} | fpb_slice | 60 | {row['accuracy']:.3f} [" in markdown
         assert f"]({row['confusion_png']})" in markdown
-    assert html.count('src="data:image/png;base64,') == len(report.rows)
+    scored = [row for row in report.rows if row["calibration"]]
+    assert scored and all(f"]({row['reliability_png']})" in markdown for row in scored)
+    # A confusion matrix per row, a reliability diagram per row with probabilities, one coverage plot per test set.
+    assert html.count('src="data:image/png;base64,') == len(report.rows) + len(scored) + 1
     assert 'src="confusion_' not in html and "<link" not in html  # self-contained
     assert "Contamination" in markdown and "Per-label scores" in html
 
@@ -123,5 +126,6 @@ def test_report_html_renders_with_its_images_in_headless_chromium(report, tmp_pa
             timeout=120,
             check=True,
         ).stdout
-    assert f'data-decoded="{len(report.rows)}"' in dom
+    pictures = len(report.rows) + sum(1 for row in report.rows if row["calibration"]) + 1  # + reliability, coverage
+    assert f'data-decoded="{pictures}"' in dom
     assert "finsent evaluation" in dom

@@ -53,13 +53,29 @@ def test_sentiment_one_and_batch_health_openapi_and_page(tiny):
         one = client.post("/v1/sentiment", json={"text": "Net sales rose 12% to EUR 85 million."})
         assert one.status_code == 200, one.text
         body = one.json()
-        assert body.keys() == {"label", "display_name", "reasoning", "status", "latency_ms"}
+        assert body.keys() == {
+            "label",
+            "display_name",
+            "reasoning",
+            "status",
+            "probabilities",
+            "confidence",
+            "model_label",
+            "latency_ms",
+        }
         assert body["label"] in (*LABELS, None) and body["status"] in ("ok", "fallback", "missing")
         assert body["latency_ms"] > 0 and one.headers["x-request-id"]
         batch = client.post("/v1/sentiment", json={"texts": ["Shares fell.", "Profit doubled.", "No change."]})
         assert batch.status_code == 200 and len(batch.json()["results"]) == 3
         health = client.get("/health").json()
-        assert health == {"status": "ok", "model": "finsent", "in_flight": 0, "use_micro_batching": True}
+        assert health == {
+            "status": "ok",
+            "model": "finsent",
+            "in_flight": 0,
+            "use_micro_batching": True,
+            "temperature": 1.0,
+            "min_confidence": 0.0,
+        }
         spec = client.get("/openapi.json").json()
         assert {"/v1/sentiment", "/v1/chat/completions", "/v1/models", "/health"} <= spec["paths"].keys()
         page = client.get("/")

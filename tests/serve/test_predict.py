@@ -28,7 +28,7 @@ def test_tiny_model_resumes_after_a_cut_without_duplicates_or_losses(tiny_model_
     backend = load_backend(ModelConfig(path=str(tiny_model_dir), max_new_tokens=4, batch_size=3))
     calls = []
     complete = backend.complete
-    backend.complete = lambda prompts: calls.append(len(prompts)) or complete(prompts)  # count what is generated
+    backend.complete = lambda prompts, sampling: calls.append(len(prompts)) or complete(prompts, sampling)  # count
     source, out = write_csv(tmp_path / "in.csv", TEXTS), tmp_path / "out.jsonl"
 
     first = predict_file(backend, source, out, TASKS.get("sentiment"), batch_size=3)

@@ -20,7 +20,7 @@ from finsent.config.data import (
 from finsent.config.deploy import OLLAMA_PARAMETERS, QUANTIZATIONS, ExportConfig, ServeConfig
 from finsent.config.evaluation import RUN_DIR, EvalConfig, EvalSetConfig, ModelConfig
 from finsent.config.loader import build_dataclass, config_hash, dump_config, load_config, resolve_recipe
-from finsent.config.recipe import STAGES, RecipeConfig
+from finsent.config.recipe import STAGES, RecipeConfig, data_split_set
 from finsent.config.train import GRPOStageConfig, PlateauConfig, SFTStageConfig, TrackingConfig, TrainStageConfig
 
 __all__ = [
@@ -49,6 +49,7 @@ __all__ = [
     "TrainStageConfig",
     "ValidationConfig",
     "build_dataclass",
+    "data_split_set",
     "check_at_least",
     "check_unique",
     "config_hash",

@@ -144,6 +144,12 @@ class ServeConfig:
         default=False,
         metadata={"help": "Chat completions: a caller's system message replaces the trained one (else dropped)."},
     )
+    min_confidence: float = field(
+        default=0.0,
+        metadata={
+            "help": "/v1/sentiment answers abstain where the model's label is less likely than this (0: never)."
+        },
+    )
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -163,5 +169,7 @@ class ServeConfig:
         for name in ("micro_batch_wait_ms", "max_temperature"):
             if getattr(self, name) < 0:
                 raise ConfigError("", field=name, expected="a number >= 0", got=getattr(self, name))
+        if not 0 <= self.min_confidence <= 1:
+            raise ConfigError("", field="min_confidence", expected="a probability in [0, 1]", got=self.min_confidence)
         if self.request_timeout_s <= 0:
             raise ConfigError("", field="request_timeout_s", expected="a number > 0", got=self.request_timeout_s)

@@ -38,6 +38,10 @@ class ModelConfig:
     timeout_s: float = field(default=120.0, metadata={"help": "openai: per-request timeout in seconds."})
     n_ctx: int = field(default=4096, metadata={"help": "llamacpp: context length in tokens."})
     n_gpu_layers: int = field(default=-1, metadata={"help": "llamacpp: layers offloaded to the GPU (-1: all)."})
+    calibration: str | None = field(
+        default=None,
+        metadata={"help": "calibration.json to apply (default: the one eval saved beside the model, if any)."},
+    )
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -109,6 +113,17 @@ class EvalConfig:
     near_threshold: float = field(
         default=0.85, metadata={"help": "Jaccard similarity of word 3-grams counted as a near duplicate."}
     )
+    use_temperature_scaling: bool = field(
+        default=True,
+        metadata={"help": "Fit a temperature per model and baseline on calibration_set; saved beside the model."},
+    )
+    calibration_set: SourceConfig | None = field(
+        default=None,
+        metadata={"help": "Rows the temperature is fitted on (default: the data stage's validation.jsonl, if any)."},
+    )
+    calibration_bins: int = field(
+        default=10, metadata={"help": "Equal-width confidence bins of the calibration error and reliability diagram."}
+    )
     bootstrap_resamples: int = field(default=1000, metadata={"help": "Bootstrap resamples for the intervals."})
     confidence: float = field(default=0.95, metadata={"help": "Confidence level of the bootstrap intervals."})
     num_samples: int = field(
@@ -121,8 +136,7 @@ class EvalConfig:
     seed: int = field(default=42, metadata={"help": "Seed of the bootstrap and of the samples drawn."})
 
     def __post_init__(self) -> None:
-        if self.bootstrap_resamples < 1:
-            raise ConfigError("", field="bootstrap_resamples", expected="an int >= 1", got=self.bootstrap_resamples)
+        check_at_least(self, ("bootstrap_resamples", "calibration_bins"), 1)
         if not 0 < self.confidence < 1:
             raise ConfigError("", field="confidence", expected="a float in (0, 1)", got=self.confidence)
         if not 0 < self.near_threshold <= 1:

@@ -65,7 +65,8 @@ class RecipeConfig:
 
         for model in self.eval.models:
             model.path, model.adapter = expand(model.path), expand(model.adapter)
-        for source in [*self.eval.test_sets, *self.eval.reference, *([self.eval.train] if self.eval.train else [])]:
+        singles = [s for s in (self.eval.train, self.eval.calibration_set) if s is not None]
+        for source in [*self.eval.test_sets, *self.eval.reference, *singles]:
             source.path = expand(source.path)
         self.export.model = expand(self.export.model)
 
@@ -75,7 +76,7 @@ class RecipeConfig:
         if self.eval.output_dir is None:
             self.eval.output_dir = str(Path(self.output_dir) / "eval")
         if not self.eval.test_sets:
-            self.eval.test_sets = [_data_test_set(self.task, Path(self.data.output_dir) / "test.jsonl")]
+            self.eval.test_sets = [data_split_set(self.task, Path(self.data.output_dir) / "test.jsonl", "data_test")]
         data_dir = Path(self.data.output_dir)
         for stage, name in ((self.sft, "sft"), (self.grpo, "grpo")):
             if stage.output_dir is None:
@@ -120,12 +121,13 @@ class RecipeConfig:
             )
 
 
-def _data_test_set(task: str, path: Path) -> EvalSetConfig:
-    """The data stage's test.jsonl, read by the task's reader: what a recipe evaluates when it names no test set."""
+def data_split_set(task: str, path: Path, display_name: str) -> EvalSetConfig:
+    """A split the data stage wrote, read by the task's reader: test.jsonl is what a recipe evaluates when it names
+    no test set, validation.jsonl what eval fits temperatures on when it names no calibration set."""
     if task == "instruct":
-        return EvalSetConfig(name="instruct", path=str(path), display_name="data_test")
+        return EvalSetConfig(name="instruct", path=str(path), display_name=display_name)
     if task == "transactions":
         return EvalSetConfig(
-            name="transactions", path=str(path), text_column="text", label_column="label", display_name="data_test"
+            name="transactions", path=str(path), text_column="text", label_column="label", display_name=display_name
         )
-    return EvalSetConfig(name="jsonl", path=str(path), display_name="data_test")
+    return EvalSetConfig(name="jsonl", path=str(path), display_name=display_name)

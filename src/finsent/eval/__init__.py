@@ -2,7 +2,8 @@
 
 Usage: ``finsent eval --config recipes/x.yaml`` or ``evaluate_model(load_config("x"))``.
 Steps: check names -> read test sets and cut them by protocol -> contamination against the train sets ->
-baselines -> models (predictions resume) -> metrics, bootstrap intervals, confusion PNGs -> reports, metrics.json.
+baselines -> models (predictions resume) -> temperatures fitted on the calibration split (saved beside each model)
+-> metrics, calibration, bootstrap intervals, confusion, reliability and coverage PNGs -> reports, metrics.json.
 Labels, prompts and scores follow the recipe's task: classification tasks (sentiment, transactions) score labels
 against the task's label set; ``instruct`` scores free-form answers per task type (``finsent.eval.instruct``).
 """
@@ -15,16 +16,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from finsent.calibration import Calibration, calibration_file, save_calibration
 from finsent.checks import validate_recipe
-from finsent.config import DedupConfig, EvalSetConfig, RecipeConfig, SourceConfig, dump_config
+from finsent.config import DedupConfig, ModelConfig, RecipeConfig, SourceConfig, data_split_set, dump_config
 from finsent.data.dedup import find_overlap
 from finsent.data.readers import Example, RowErrors, anonymize_examples
 from finsent.data.sources import load_source
-from finsent.errors import ConfigError
+from finsent.errors import ConfigError, FinsentError
 from finsent.eval.instruct import evaluate_instructions
 from finsent.eval.metrics import classification_metrics
-from finsent.eval.plots import plot_confusion
-from finsent.eval.protocols import apply_protocol
+from finsent.eval.plots import plot_confusion, plot_coverage, plot_reliability
+from finsent.eval.protocols import EvalSplit, apply_protocol
 from finsent.eval.report import build_blocks, write_reports
 from finsent.eval.runs import Run, metrics_row, read_test_set, run_baseline, run_model
 from finsent.io import atomic_write_json, atomic_write_jsonl, atomic_write_text
@@ -65,8 +67,9 @@ def evaluate_model(cfg: RecipeConfig) -> EvalReport:
         examples = read_test_set(ts, errors)
         if task.use_anonymizer:
             examples = anonymize_examples(examples)
-        check_test_labels(examples, task, ts, cfg.source_path)
+        check_test_labels(examples, task, ts.display_name, cfg.source_path)
         splits.append(apply_protocol(ts, examples))
+    calibration_split = read_calibration_split(cfg, task, errors)
     train = load_source(ev.train, errors) if ev.train else []
     reference = [ex.text for source in ev.reference for ex in load_source(source, errors)]
     dedup = DedupConfig(use_near=True, threshold=ev.near_threshold)
@@ -79,21 +82,34 @@ def evaluate_model(cfg: RecipeConfig) -> EvalReport:
             split.test, [*(ex.text for ex in train_rows), *reference], dedup, ev.seed
         )
         for name in ev.baselines:
-            runs.append(run_baseline(name, train_rows, split, ev.seed))
+            runs.append(run_baseline(name, train_rows, split, task.labels, ev.seed, calibration_split))
+    paths = {"config": str(out / "config.yaml")}
     for model in ev.models:
-        runs.extend(run_model(model, splits, task, out / "predictions"))
+        model_runs = run_model(model, splits, task, out / "predictions", calibration_split)
+        if model_runs and model_runs[0].calibration:
+            paths[f"calibration_{model.name}"] = str(save_model_calibration(model, model_runs[0].calibration, out))
+        runs.extend(model_runs)
 
     rows = []
     for run in runs:
         gold, predicted = [ex.label for ex in run.split.test], [p.label for p in run.predictions]
         metrics = classification_metrics(gold, predicted, task.labels)
         row = metrics_row(run, metrics, ev, contamination[run.split.name])
-        row["confusion_png"] = f"confusion_{safe_name(run.model)}_{safe_name(run.split.name)}.png"
+        stem = f"{safe_name(run.model)}_{safe_name(run.split.name)}"
+        row["confusion_png"] = f"confusion_{stem}.png"
         plot_confusion(metrics, out / row["confusion_png"], f"{run.model} on {run.split.name}")
+        if row["calibration"]:
+            row["reliability_png"] = f"reliability_{stem}.png"
+            plot_reliability(row["calibration"], out / row["reliability_png"], f"{run.model} on {run.split.name}")
         rows.append(row)
+    coverage_pngs = {}
+    for split in splits:
+        scored = [row for row in rows if row["test_set"] == split.name and row["calibration"]]
+        if scored:
+            coverage_pngs[split.name] = f"coverage_{safe_name(split.name)}.png"
+            plot_coverage(scored, out / coverage_pngs[split.name], split.name)
     samples = draw_samples(runs, ev.num_samples, ev.seed)
 
-    paths = {"config": str(out / "config.yaml")}
     paths["samples"] = str(atomic_write_jsonl(out / "samples.jsonl", samples))
     intro = (
         f"{len({r['model'] for r in rows})} models and baselines on {len(splits)} test sets. Intervals: "
@@ -102,7 +118,7 @@ def evaluate_model(cfg: RecipeConfig) -> EvalReport:
         "test set's own file, only the rows its protocol leaves out."
         + (f" Skipped input rows: {dict(errors.counts)}." if errors.counts else "")
     )
-    blocks = build_blocks(rows, splits, contamination, samples, intro)
+    blocks = build_blocks(rows, splits, contamination, samples, intro, coverage_pngs)
     paths.update(write_reports(out, "finsent evaluation", blocks))
     paths["metrics"] = str(atomic_write_json(out / "metrics.json", rows))
     atomic_write_json(
@@ -118,14 +134,51 @@ def evaluate_model(cfg: RecipeConfig) -> EvalReport:
     return EvalReport(str(out), paths, rows)
 
 
-def check_test_labels(examples: list[Example], task: Task, ts: EvalSetConfig, recipe: str | None) -> None:
+def read_calibration_split(cfg: RecipeConfig, task: Task, errors: RowErrors) -> EvalSplit | None:
+    """Return the rows temperatures are fitted on: ``eval.calibration_set``, else the data stage's validation.jsonl
+    when it exists (None: temperature scaling is off, or there is nothing to fit on)."""
+    ev = cfg.eval
+    if not ev.use_temperature_scaling:
+        return None
+    source = ev.calibration_set
+    if source is None:
+        path = Path(str(cfg.data.output_dir)) / "validation.jsonl"
+        if not path.is_file():
+            logger.warning("no eval.calibration_set and no %s: probabilities stay uncalibrated", path)
+            return None
+        source = data_split_set(cfg.task, path, "data_validation")
+    examples = load_source(source, errors)
+    if task.use_anonymizer:
+        examples = anonymize_examples(examples)
+    name = getattr(source, "display_name", None) or f"{source.name}:{Path(source.path or source.name).stem}"
+    check_test_labels(examples, task, name, cfg.source_path, "eval.calibration_set")
+    return EvalSplit(name, "whole", examples, [], (), "")
+
+
+def save_model_calibration(model: ModelConfig, calibration: Calibration, out: Path) -> Path:
+    """Save the fitted temperature in the eval dir and beside the model, where predict and serve look for it (not
+    over a file the recipe names in ``calibration``); a model dir that cannot be written keeps the eval copy only."""
+    copy = save_calibration(calibration, out / "calibration" / f"{safe_name(str(model.name))}.json")
+    beside = None if model.calibration else calibration_file(model)
+    if beside is None:
+        return copy
+    try:
+        return save_calibration(calibration, beside)
+    except FinsentError as err:
+        logger.warning("%s; predict and serve can name %s in the model's calibration field", err, copy)
+        return copy
+
+
+def check_test_labels(
+    examples: list[Example], task: Task, name: str | None, recipe: str | None, key: str = "eval.test_sets"
+) -> None:
     """Fail when a test set's gold labels are not the task's (a sentiment file under task transactions)."""
     unknown = sorted({ex.label for ex in examples} - set(task.labels or ()))
     if unknown:
         raise ConfigError(
-            f"test set {ts.display_name} has labels outside task {task.name}",
+            f"test set {name} has labels outside task {task.name}",
             path=recipe,
-            field="eval.test_sets",
+            field=key,
             expected="|".join(task.labels or ()),
             got=unknown,
         )
@@ -172,6 +225,8 @@ def draw_samples(runs: list[Run], num_samples: int, seed: int) -> list[dict[str,
                         "reasoning": p.reasoning,
                         "raw": p.raw,
                         "status": p.status,
+                        "probabilities": p.probabilities,
+                        "confidence": p.confidence,
                     }
                 )
     return samples

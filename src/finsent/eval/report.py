@@ -75,8 +75,10 @@ def build_blocks(
     contamination: dict[str, dict[str, int]],
     samples: list[dict[str, Any]],
     intro: str,
+    coverage_pngs: dict[str, str] | None = None,
 ) -> list[Block]:
-    """Return the report's blocks: results, published numbers, per-label scores, test sets, figures, samples."""
+    """Return the report's blocks: results, published numbers, per-label scores, calibration, test sets, figures,
+    samples."""
     blocks: list[Block] = [Paragraph(intro), Heading("Results")]
     ci = f"{rows[0]['ci_level']:.0%} CI" if rows else "CI"
     blocks.append(
@@ -145,6 +147,7 @@ def build_blocks(
             ],
         ),
     ]
+    blocks += calibration_blocks(rows, coverage_pngs or {})
     blocks += [
         Heading("Test sets"),
         Paragraph(
@@ -191,6 +194,61 @@ def build_blocks(
         ),
     ]
     return blocks
+
+
+def calibration_blocks(rows: list[dict[str, Any]], coverage_pngs: dict[str, str]) -> list[Block]:
+    """Return the calibration section: ECE, Brier and accuracy at 90% coverage, as given and after temperature
+    scaling, then the coverage curves and reliability diagrams (nothing when no run has probabilities)."""
+    scored = [row for row in rows if row.get("calibration")]
+    if not scored:
+        return []
+    ci = f"{scored[0]['ci_level']:.0%} CI"
+
+    def cells(scores: dict[str, Any] | None) -> list[str]:
+        if scores is None:
+            return ["–", "–", "–"]
+        return [
+            format_interval(scores["ece"], scores["ece_ci"]),
+            format_interval(scores["brier"], scores["brier_ci"]),
+            format_value(scores["accuracy_at_90_coverage"]),
+        ]
+
+    unscored = [f"{row['model']} on {row['test_set']}" for row in rows if not row.get("calibration")]
+    return [
+        Heading("Calibration"),
+        Paragraph(
+            "How far the probability of each answer is from how often such answers are right. ECE: expected "
+            "calibration error over equal-width confidence bins; Brier: squared error of the label probabilities "
+            "(lower is better for both); accuracy at 90% coverage: answering only the surest 90% of rows. "
+            "Scaled: after the temperature fitted on the calibration split (what predict and serve apply)."
+            + (f" No label probabilities: {', '.join(unscored)}." if unscored else "")
+        ),
+        Table(
+            [
+                "model",
+                "test set",
+                f"ECE [{ci}]",
+                f"Brier [{ci}]",
+                "accuracy at 90%",
+                "temperature",
+                f"scaled ECE [{ci}]",
+                f"scaled Brier [{ci}]",
+                "scaled accuracy at 90%",
+            ],
+            [
+                [
+                    row["model"],
+                    row["test_set"],
+                    *cells(row["calibration"]["raw"]),
+                    format_value(row["calibration"]["temperature"]),
+                    *cells(row["calibration"]["scaled"]),
+                ]
+                for row in scored
+            ],
+        ),
+        Figures([(f"accuracy against coverage on {name}", png) for name, png in coverage_pngs.items()]),
+        Figures([(f"{row['model']} on {row['test_set']}", row["reliability_png"]) for row in scored]),
+    ]
 
 
 def render_markdown(title: str, blocks: list[Block]) -> str:

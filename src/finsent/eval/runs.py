@@ -15,12 +15,19 @@ from typing import Any
 
 import numpy as np
 
+from finsent.calibration import Calibration, apply_temperature, fit_temperature
 from finsent.config import EvalConfig, EvalSetConfig, ModelConfig
 from finsent.data.readers import Example, RowErrors
 from finsent.data.sources import load_source
 from finsent.errors import ConfigError
 from finsent.eval.baselines import BASELINES
-from finsent.eval.metrics import Metrics, bootstrap_intervals
+from finsent.eval.metrics import (
+    Metrics,
+    bootstrap_intervals,
+    calibration_intervals,
+    calibration_metrics,
+    row_confidences,
+)
 from finsent.eval.protocols import EvalSplit
 from finsent.serve.backends import load_backend
 from finsent.serve.predict import Prediction, PredictResult, predict_rows, predictions_path
@@ -38,6 +45,7 @@ class Run:
     backend: str | None
     split: EvalSplit
     predictions: list[Prediction]
+    calibration: Calibration | None = None  # the temperature fitted on the calibration split; None: not fitted
 
 
 def read_test_set(ts: EvalSetConfig, errors: RowErrors) -> list[Example]:
@@ -45,8 +53,15 @@ def read_test_set(ts: EvalSetConfig, errors: RowErrors) -> list[Example]:
     return [ex for path in [ts.path, *ts.extra_paths] for ex in load_source(replace(ts, path=path), errors)]
 
 
-def run_baseline(name: str, train: list[Example], split: EvalSplit, seed: int) -> Run:
-    """Fit baseline ``name`` on ``train`` and label the test rows."""
+def run_baseline(
+    name: str,
+    train: list[Example],
+    split: EvalSplit,
+    labels: tuple[str, ...],
+    seed: int,
+    calibration_split: EvalSplit | None = None,
+) -> Run:
+    """Fit baseline ``name`` on ``train``, label the test rows, and fit its temperature on ``calibration_split``."""
     baseline = BASELINES.get(name)(seed)
     if baseline.uses_train:
         if not train:  # only when eval.train names the test set's own file under a protocol that uses it whole
@@ -56,15 +71,47 @@ def run_baseline(name: str, train: list[Example], split: EvalSplit, seed: int) -
                 expected="another source, or protocol holdout",
             )
         baseline.fit([ex.text for ex in train], [ex.label for ex in train])
-    start = time.perf_counter()
-    guesses = baseline.predict([ex.text for ex in split.test])
-    wall_ms = (time.perf_counter() - start) * 1000 / len(split.test)
-    predictions = [
-        Prediction(ex.id, ex.text, guess.label, guess.reasoning, "", "ok", None, wall_ms, 0, wall_ms)
-        for ex, guess in zip(split.test, guesses, strict=True)
-    ]
+
+    def predict(examples: list[Example]) -> list[Prediction]:
+        start = time.perf_counter()
+        guesses = baseline.predict([ex.text for ex in examples], labels)
+        wall_ms = (time.perf_counter() - start) * 1000 / len(examples)
+        return [
+            Prediction(
+                ex.id,
+                ex.text,
+                guess.label,
+                guess.reasoning,
+                "",
+                "ok",
+                None,
+                wall_ms,
+                0,
+                wall_ms,
+                guess.probabilities,
+                guess.probabilities.get(guess.label, 0.0),
+                guess.label,
+            )
+            for ex, guess in zip(examples, guesses, strict=True)
+        ]
+
+    predictions = predict(split.test)
     logger.info("%s on %s: fitted on %d rows", name, split.name, len(train))
-    return Run(name, "baseline", None, split, predictions)
+    calibration = None
+    if calibration_split is not None:
+        calibration = fit_calibration(predict(calibration_split.test), calibration_split, labels)
+    return Run(name, "baseline", None, split, predictions, calibration)
+
+
+def fit_calibration(predictions: list[Prediction], split: EvalSplit, labels: tuple[str, ...]) -> Calibration | None:
+    """Return the temperature fitted on ``split``'s predictions, or None when none has label probabilities."""
+    scored = [(p.probabilities, ex.label) for p, ex in zip(predictions, split.test, strict=True) if p.probabilities]
+    if not scored:
+        logger.warning("no label probabilities on %s: no temperature fitted", split.name)
+        return None
+    matrix = np.array([[probabilities.get(label, 0.0) for label in labels] for probabilities, _ in scored])
+    gold = np.array([labels.index(label) for _, label in scored])
+    return fit_temperature(matrix, gold, split.name)
 
 
 def run_model(
@@ -72,11 +119,17 @@ def run_model(
     splits: list[EvalSplit],
     task: Task,
     predictions_dir: Path,
+    calibration_split: EvalSplit | None = None,
 ) -> list[Run]:
-    """Load ``model`` once and predict every test set (prompted and parsed as ``task`` says); predictions resume."""
-    results = predict_splits(model, splits, task, predictions_dir)
+    """Load ``model`` once and predict every test set (prompted and parsed as ``task`` says) and the calibration
+    split, whose predictions fit the model's temperature; predictions resume."""
+    extra = [calibration_split] if calibration_split else []
+    results = predict_splits(model, [*splits, *extra], task, predictions_dir)
+    calibration = None
+    if calibration_split is not None and task.labels:
+        calibration = fit_calibration(results.pop().predictions, calibration_split, task.labels)
     return [
-        Run(model.name, "model", model.backend, split, result.predictions)
+        Run(model.name, "model", model.backend, split, result.predictions, calibration)
         for split, result in zip(splits, results, strict=True)
     ]
 
@@ -152,6 +205,7 @@ def metrics_row(run: Run, metrics: Metrics, ev: EvalConfig, contamination: dict[
         "contamination": contamination,
         "anchors": [asdict(anchor) for anchor in run.split.anchors],
         "note": run.split.note,
+        "calibration": calibration_report(run, metrics.labels, ev),
     }
     if run.kind == "model":
         status = Counter(p.status for p in run.predictions)
@@ -172,6 +226,54 @@ def metrics_row(run: Run, metrics: Metrics, ev: EvalConfig, contamination: dict[
             }
         )
     return row
+
+
+def calibration_report(run: Run, labels: tuple[str, ...], ev: EvalConfig) -> dict[str, Any] | None:
+    """Return how well the run's label probabilities are calibrated, as given (``raw``) and after the fitted
+    temperature (``scaled``): ECE and Brier score with bootstrap intervals, accuracy at 90% coverage, the
+    reliability bins and the coverage curve. None when the backend gave no probabilities."""
+    probabilities = [p.probabilities for p in run.predictions]
+    missing = sum(p is None for p in probabilities)
+    if missing == len(probabilities):
+        return None
+    gold, predicted = [ex.label for ex in run.split.test], [p.model_label or p.label for p in run.predictions]
+
+    def scores(rows: list[dict[str, float] | None]) -> dict[str, Any]:
+        confidences = row_confidences(gold, predicted, rows, labels)
+        found = calibration_metrics(confidences, ev.calibration_bins)
+        intervals = calibration_intervals(
+            confidences,
+            n_bins=ev.calibration_bins,
+            n_resamples=ev.bootstrap_resamples,
+            confidence=ev.confidence,
+            seed=ev.seed,
+        )
+        return {
+            "ece": _round(found.ece),
+            "ece_ci": [_round(v) for v in intervals["ece"]],
+            "brier": _round(found.brier),
+            "brier_ci": [_round(v) for v in intervals["brier"]],
+            "accuracy_at_90_coverage": _round(found.accuracy_at_90_coverage),
+            "reliability": [
+                {k: _round(v) if isinstance(v, float) else v for k, v in asdict(b).items()} for b in found.bins
+            ],
+            "coverage": [[share, _round(accuracy)] for share, accuracy in found.coverage],
+        }
+
+    temperature = run.calibration.temperature if run.calibration else None
+    scaled = (
+        scores([apply_temperature(p, temperature) if p else None for p in probabilities])
+        if temperature is not None
+        else None
+    )
+    return {
+        "rows_without_probabilities": missing,
+        "bins": ev.calibration_bins,
+        "temperature": temperature,
+        "fitted_on": asdict(run.calibration) if run.calibration else None,
+        "raw": scores(probabilities),
+        "scaled": scaled,
+    }
 
 
 def _round(value: float | None, digits: int = 4) -> float | None:

@@ -21,7 +21,7 @@ from finsent.eval.runs import Run, metrics_row
 from finsent.figures import new_figure, save_figure
 from finsent.io import atomic_write_json, atomic_write_text
 from finsent.serve.backends import load_backend
-from finsent.serve.predict import predict_rows
+from finsent.serve.predict import Confidence, predict_rows
 from finsent.tasks import Task
 
 logger = logging.getLogger(__name__)
@@ -68,6 +68,8 @@ def compare_artifacts(
             task,
             batch_size=artifact.model.batch_size,
             desc=f"compare {artifact.name}",
+            # The comparison is of labels, size and speed: scoring label probabilities would only slow it.
+            confidence=Confidence(use_probabilities=False),
         )
         del backend
         gc.collect()

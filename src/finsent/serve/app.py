@@ -23,10 +23,12 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
+from finsent.calibration import ABSTAIN, UNCALIBRATED, Calibration
 from finsent.completion import ParseStatus
 from finsent.config import ServeConfig
 from finsent.errors import ConfigError, FinsentError
 from finsent.serve.backends import GREEDY, Backend, Completion, Messages, Prompt, Sampling
+from finsent.serve.predict import Confidence, label_sampling, read_answer
 from finsent.tasks import Task
 
 logger = logging.getLogger(__name__)
@@ -123,10 +125,19 @@ class BodySizeLimit:
         await self.app(scope, replay, send)
 
 
-def create_app(backend: Backend, cfg: ServeConfig, task: Task, model_name: str = "finsent") -> FastAPI:
+def create_app(
+    backend: Backend,
+    cfg: ServeConfig,
+    task: Task,
+    model_name: str = "finsent",
+    calibration: Calibration = UNCALIBRATED,
+) -> FastAPI:
     """Return the FastAPI app serving ``backend`` under the limits of ``cfg``; ``task`` prompts the model as in
-    training, masks what training masked, and parses answers against its labels."""
+    training, masks what training masked, and parses answers against its labels; ``calibration``'s temperature
+    scales the label probabilities, and below ``cfg.min_confidence`` the label is ``abstain``."""
     labels = ", ".join(task.labels) if task.labels else "no label set (free-form answers)"
+    confidence = Confidence(calibration=calibration, min_confidence=cfg.min_confidence)
+    scoring = label_sampling(task, confidence)
     api_key = _read_api_key(cfg.api_key_env)
     batcher = MicroBatcher(
         backend, cfg.micro_batch_size if cfg.use_micro_batching else 1, cfg.micro_batch_wait_ms / 1000
@@ -149,10 +160,19 @@ def create_app(backend: Backend, cfg: ServeConfig, task: Task, model_name: str =
             return self
 
     class Sentiment(BaseModel):
-        label: str | None = Field(description=f"One of {labels}; null when the answer names none.")
+        label: str | None = Field(
+            description=f"One of {labels}; {ABSTAIN} when less sure than serve.min_confidence; null when the answer "
+            "names none."
+        )
         display_name: str = Field(description="The label as people read it (a category's name).")
         reasoning: str
         status: ParseStatus = Field(description="ok: the answer followed the format; fallback; missing.")
+        probabilities: dict[str, float] | None = Field(
+            description="Each label's probability after <answer> (temperature-scaled where calibrated); null when "
+            "the backend gives none or the answer has no <answer> tag."
+        )
+        confidence: float | None = Field(description="The probability of the model's own label.")
+        model_label: str | None = Field(description="The model's own label (differs from label when abstaining).")
         latency_ms: float
 
     class SentimentBatch(BaseModel):
@@ -218,17 +238,20 @@ def create_app(backend: Backend, cfg: ServeConfig, task: Task, model_name: str =
         start = time.perf_counter()
         texts = [body.text] if body.text is not None else list(body.texts or [])
         # The model learnt from masked text (transactions): it sees, and its reasoning quotes, the masked form.
-        completions = await generate([task.messages(task.anonymize(text)) for text in texts])
+        completions = await generate([task.messages(task.anonymize(text)) for text in texts], scoring)
         latency_ms = round((time.perf_counter() - start) * 1000, 3)
         results = []
         for completion in completions:
-            parsed = task.parse(completion.text)
+            answer = read_answer(completion, task, confidence)
             results.append(
                 Sentiment(
-                    label=parsed.label,
-                    display_name=task.display(parsed.label),
-                    reasoning=parsed.reasoning,
-                    status=parsed.status,
+                    label=answer.label,
+                    display_name=task.display(answer.label),
+                    reasoning=answer.reasoning,
+                    status=answer.status,
+                    probabilities=answer.probabilities,
+                    confidence=answer.confidence,
+                    model_label=answer.model_label,
                     latency_ms=latency_ms,
                 )
             )
@@ -270,6 +293,8 @@ def create_app(backend: Backend, cfg: ServeConfig, task: Task, model_name: str =
             "model": model_name,
             "in_flight": in_flight,
             "use_micro_batching": cfg.use_micro_batching,
+            "temperature": calibration.temperature,
+            "min_confidence": cfg.min_confidence,
         }
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
@@ -376,7 +401,8 @@ $("form").addEventListener("submit", async (event) => {
     if (!response.ok) throw new Error(response.status + ": " + JSON.stringify(body.detail));
     $("label").textContent = body.label ?? "no answer";
     $("label").className = body.label ?? "";
-    $("status").textContent = "format " + body.status + ", " + Math.round(body.latency_ms) + " ms";
+    const sure = body.confidence == null ? "" : Math.round(100 * body.confidence) + "% sure, ";
+    $("status").textContent = "format " + body.status + ", " + sure + Math.round(body.latency_ms) + " ms";
     $("reasoning").textContent = body.reasoning;
   } catch (error) {
     $("label").textContent = ""; $("error").textContent = String(error);

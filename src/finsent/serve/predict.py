@@ -1,4 +1,4 @@
-"""Predictions over texts and files: the student prompt in, the parsed label and reasoning out.
+"""Predictions over texts and files: the student prompt in, the parsed label, its probability and reasoning out.
 
 ``predict_file`` streams a CSV or JSONL file to JSONL in batches with a progress bar, appending one line per row
 keyed by its id, so a rerun after a crash skips what is done. Evaluation predicts through the same function.
@@ -18,11 +18,20 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from finsent.calibration import (
+    ABSTAIN,
+    UNCALIBRATED,
+    Calibration,
+    apply_temperature,
+    confidence_of,
+    load_calibration,
+    should_abstain,
+)
 from finsent.completion import ParseStatus, PromptConfig
 from finsent.config import ModelConfig, dump_config
 from finsent.errors import DataError
 from finsent.io import atomic_write_text, json_object, writing
-from finsent.serve.backends import Backend
+from finsent.serve.backends import Backend, Completion, Sampling
 from finsent.tasks import Task
 
 logger = logging.getLogger(__name__)
@@ -42,6 +51,9 @@ class Prediction:
     latency_ms: float
     completion_tokens: int
     wall_ms: float  # this row's share of its batch's wall-clock time: sums to the time spent generating
+    probabilities: dict[str, float] | None = None  # each label's, calibrated where a temperature was applied
+    confidence: float | None = None  # the probability of the model's label
+    model_label: str | None = None  # the model's own answer; label says "abstain" where it was not sure enough
 
 
 @dataclass(frozen=True)
@@ -54,37 +66,99 @@ class PredictResult:
     num_resumed: int
 
 
+@dataclass(frozen=True)
+class Confidence:
+    """How predictions treat label probabilities: score them or not, the temperature, and when to abstain."""
+
+    use_probabilities: bool = True
+    calibration: Calibration = UNCALIBRATED
+    min_confidence: float = 0.0  # below it the label is "abstain"; 0 never abstains
+
+
+def confidence_for(model: ModelConfig, min_confidence: float = 0.0) -> Confidence:
+    """Return label scoring with the calibration saved beside ``model`` (or named by it) and the threshold below
+    which to abstain."""
+    return Confidence(calibration=load_calibration(model), min_confidence=min_confidence)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What a completion answers: the label reported (a task label, ``abstain`` or None), the model's own label,
+    the reasoning, the parse status and how sure the model is."""
+
+    label: str | None
+    model_label: str | None
+    reasoning: str
+    status: ParseStatus
+    issue: str | None
+    probabilities: dict[str, float] | None
+    confidence: float | None
+
+
+def label_sampling(task: Task, confidence: Confidence) -> Sampling:
+    """Return greedy sampling that scores the task's labels where ``confidence`` uses probabilities."""
+    return Sampling(score_labels=task.labels if task.labels and confidence.use_probabilities else ())
+
+
+def read_answer(completion: Completion, task: Task, confidence: Confidence) -> Answer:
+    """Parse ``completion`` as ``task`` says, apply the temperature to its label probabilities and abstain where
+    the model's label is less likely than ``confidence.min_confidence``."""
+    parsed = task.parse(completion.text)
+    probabilities = completion.label_probabilities
+    if probabilities is not None:
+        probabilities = apply_temperature(probabilities, confidence.calibration.temperature)
+    sureness = confidence_of(parsed.label, probabilities)
+    is_abstained = task.labels is not None and should_abstain(sureness, confidence.min_confidence)
+    return Answer(
+        ABSTAIN if is_abstained else parsed.label,
+        parsed.label,
+        parsed.reasoning,
+        parsed.status,
+        parsed.issue,
+        probabilities,
+        sureness,
+    )
+
+
 def predict_texts(
     backend: Backend,
     texts: Sequence[str],
     task: Task,
     systems: Sequence[str] | None = None,
+    confidence: Confidence = Confidence(),
 ) -> list[Prediction]:
     """Return a prediction for each text, prompted and parsed as ``task`` says, in one backend call (ids are
     positions).
 
     Args:
         systems: per text, its own system prompt (instruction datasets carry one); empty keeps the task's.
+        confidence: whether to score the labels, the temperature to apply and when to abstain.
     """
     start = time.perf_counter()
     own = systems or [""] * len(texts)
-    completions = backend.complete([task.messages(text, system) for text, system in zip(texts, own, strict=True)])
+    completions = backend.complete(
+        [task.messages(text, system) for text, system in zip(texts, own, strict=True)],
+        label_sampling(task, confidence),
+    )
     wall_ms = (time.perf_counter() - start) * 1000 / max(len(texts), 1)
     predictions = []
     for i, (text, completion) in enumerate(zip(texts, completions, strict=True)):
-        parsed = task.parse(completion.text)
+        answer = read_answer(completion, task, confidence)
         predictions.append(
             Prediction(
                 str(i),
                 text,
-                parsed.label,
-                parsed.reasoning,
+                answer.label,
+                answer.reasoning,
                 completion.text,
-                parsed.status,
-                parsed.issue,
+                answer.status,
+                answer.issue,
                 round(completion.latency_ms, 3),
                 completion.completion_tokens,
                 round(wall_ms, 3),
+                answer.probabilities,
+                answer.confidence,
+                answer.model_label,
             )
         )
     return predictions
@@ -99,11 +173,13 @@ def predict_rows(
     batch_size: int,
     desc: str = "predict",
     systems: Mapping[str, str] | None = None,
+    confidence: Confidence = Confidence(),
 ) -> PredictResult:
     """Predict ``(id, text)`` rows into ``output_path`` (JSONL), skipping ids it already holds; return all rows.
 
     Args:
         systems: row id -> that row's own system prompt, for the rows that have one.
+        confidence: as for ``predict_texts``.
     """
     output_path = Path(output_path)
     done = read_predictions(output_path)
@@ -122,7 +198,7 @@ def predict_rows(
             batch = todo[start : start + batch_size]
             own = [(systems or {}).get(row_id, "") for row_id, _ in batch]
             for (row_id, _), prediction in zip(
-                batch, predict_texts(backend, [t for _, t in batch], task, own), strict=True
+                batch, predict_texts(backend, [t for _, t in batch], task, own, confidence), strict=True
             ):
                 done[row_id] = Prediction(**{**asdict(prediction), "id": row_id})
                 handle.write(json.dumps(asdict(done[row_id]), ensure_ascii=False) + "\n")
@@ -196,11 +272,14 @@ def predict_file(
     batch_size: int,
     text_column: str = "text",
     id_column: str = "id",
+    confidence: Confidence = Confidence(),
 ) -> PredictResult:
     """Predict every row of a CSV or JSONL file into ``output_path``, resuming where an earlier run stopped; texts
     are anonymized as the task's training texts were."""
     rows = [(row_id, task.anonymize(text)) for row_id, text in read_inputs(input_path, text_column, id_column)]
-    return predict_rows(backend, rows, output_path, task, batch_size=batch_size, desc=Path(input_path).name)
+    return predict_rows(
+        backend, rows, output_path, task, batch_size=batch_size, desc=Path(input_path).name, confidence=confidence
+    )
 
 
 def safe_name(name: str) -> str:
