@@ -31,6 +31,7 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     raw_body: bytes | None = None
     is_reset: bool = False
+    logprobs: dict[str, Any] | None = None  # the choice's logprobs object, as a server asked for them sends it
 
 
 @dataclass(frozen=True)
@@ -142,7 +143,13 @@ class _Handler(BaseHTTPRequestHandler):
                     "id": "chatcmpl-fake",
                     "object": "chat.completion",
                     "model": payload.get("model"),
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": content}}],
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": content},
+                            **({"logprobs": reply.logprobs} if reply.logprobs else {}),
+                        }
+                    ],
                     "usage": {"prompt_tokens": 10, "completion_tokens": len(content.split())},
                 }
             ).encode()

@@ -1,8 +1,7 @@
 """Baselines on real PhraseBank rows: the registry, the majority rule, lexicon cues and a trained TF-IDF model."""
 
-from collections import Counter
-
 import math
+from collections import Counter
 
 from finsent.completion import LABELS
 from finsent.config import SourceConfig
@@ -92,6 +91,10 @@ def test_tfidf_probabilities_are_the_classifiers_and_its_label_their_argmax():
     expected = baseline.classifier.predict_proba(baseline.vectorizer.transform(["profit rose sharply"]))[0]
     by_class = dict(zip(baseline.classifier.classes_, expected, strict=True))
     # A label the train rows never had (neutral) gets probability 0.
-    assert guesses[0].probabilities == {"positive": by_class["positive"], "negative": by_class["negative"], "neutral": 0}
+    assert guesses[0].probabilities == {
+        "positive": by_class["positive"],
+        "negative": by_class["negative"],
+        "neutral": 0,
+    }
     assert [g.label for g in guesses] == ["positive", "negative"]
     assert all(g.probabilities[g.label] == max(g.probabilities.values()) for g in guesses)

@@ -3,11 +3,15 @@
 import numpy as np
 import pytest
 
+from finsent.completion import LABELS
 from finsent.eval.metrics import (
     NO_ANSWER,
     bootstrap_intervals,
+    calibration_intervals,
+    calibration_metrics,
     classification_metrics,
     resampled_confusion,
+    row_confidences,
     scores_from_confusion,
 )
 
@@ -104,3 +108,50 @@ def test_vectorised_scores_equal_sklearn_on_the_whole_sample(seed):
     point = classification_metrics(gold, pred)
     assert scores["accuracy"][0] == pytest.approx(point.accuracy)
     assert scores["macro_f1"][0] == pytest.approx(point.macro_f1)
+
+
+def test_calibration_metrics_match_a_hand_computation():
+    gold = ["positive", "negative", "neutral", "positive"]
+    predicted = ["positive", "positive", "neutral", None]
+    probabilities = [
+        {"positive": 0.9, "negative": 0.05, "neutral": 0.05},  # right, 0.9 sure
+        {"positive": 0.6, "negative": 0.3, "neutral": 0.1},  # wrong, 0.6 sure
+        {"positive": 0.25, "negative": 0.25, "neutral": 0.5},  # right, 0.5 sure
+        None,  # no answer, no probabilities: uniform, confidence 0
+    ]
+    rows = row_confidences(gold, predicted, probabilities, LABELS)
+    assert rows.confidence.tolist() == [0.9, 0.6, 0.5, 0.0]
+    assert rows.is_correct.tolist() == [True, False, True, False]
+    found = calibration_metrics(rows, n_bins=10)
+    # Bins: 0.0 (wrong, 0.0), 0.5 (right, 0.5), 0.6 (wrong, 0.6), 0.9 (right, 0.9); ECE = sum |acc - conf| / n.
+    assert found.ece == pytest.approx((0 + 0.5 + 0.6 + 0.1) / 4)
+    brier = [
+        0.1**2 + 0.05**2 + 0.05**2,
+        0.6**2 + 0.7**2 + 0.1**2,
+        0.25**2 + 0.25**2 + 0.5**2,
+        (2 / 3) ** 2 + 2 * (1 / 3) ** 2,
+    ]
+    assert found.brier == pytest.approx(sum(brier) / 4)
+    assert [b.count for b in found.bins] == [1, 0, 0, 0, 0, 1, 1, 0, 0, 1]
+    assert found.bins[6].mean_confidence == pytest.approx(0.6) and found.bins[6].accuracy == 0.0
+    # Surest first: 0.9 right, 0.6 wrong, 0.5 right, 0.0 wrong; 90% of 4 rows answers ceil(3.6) = 4.
+    assert dict(found.coverage)[0.25] == 1.0 and dict(found.coverage)[0.5] == 0.5
+    assert dict(found.coverage)[0.75] == pytest.approx(2 / 3) and found.accuracy_at_90_coverage == 0.5
+
+
+def test_a_perfectly_calibrated_confidence_has_zero_ece_and_intervals_contain_the_estimate():
+    # Confidence 0.8, and exactly 8 of every 10 such rows right.
+    gold = ["positive"] * 100
+    predicted = ["positive"] * 80 + ["negative"] * 20
+    probabilities = [{"positive": 0.8, "negative": 0.1, "neutral": 0.1}] * 80 + [
+        {"positive": 0.1, "negative": 0.8, "neutral": 0.1}
+    ] * 20
+    rows = row_confidences(gold, predicted, probabilities, LABELS)
+    found = calibration_metrics(rows)
+    assert found.ece == pytest.approx(0.0, abs=1e-12)
+    intervals = calibration_intervals(rows, n_resamples=300, seed=1)
+    assert intervals["ece"][0] <= found.ece <= intervals["ece"][1]
+    assert (
+        intervals["brier"][0] <= found.brier <= intervals["brier"][1] and intervals["brier"][0] < intervals["brier"][1]
+    )
+    assert intervals == calibration_intervals(rows, n_resamples=300, seed=1)  # seeded
