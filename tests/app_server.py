@@ -8,15 +8,18 @@ from collections.abc import Iterator
 import httpx
 import uvicorn
 
+from finsent.calibration import UNCALIBRATED, Calibration
 from finsent.config import ServeConfig
 from finsent.serve.app import create_app
 from finsent.tasks import TASKS, Task
 
 
 @contextlib.contextmanager
-def serving(backend, task: Task | None = None, **limits) -> Iterator[httpx.Client]:
+def serving(
+    backend, task: Task | None = None, calibration: Calibration = UNCALIBRATED, **limits
+) -> Iterator[httpx.Client]:
     """Serve ``backend`` for ``task`` under ``ServeConfig(**limits)`` on a free port; yield an httpx client for it."""
-    app = create_app(backend, ServeConfig(**limits), task or TASKS.get("sentiment"))
+    app = create_app(backend, ServeConfig(**limits), task or TASKS.get("sentiment"), calibration=calibration)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", access_log=False))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

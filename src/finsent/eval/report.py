@@ -220,7 +220,8 @@ def calibration_blocks(rows: list[dict[str, Any]], coverage_pngs: dict[str, str]
             "How far the probability of each answer is from how often such answers are right. ECE: expected "
             "calibration error over equal-width confidence bins; Brier: squared error of the label probabilities "
             "(lower is better for both); accuracy at 90% coverage: answering only the surest 90% of rows. "
-            "Scaled: after the temperature fitted on the calibration split (what predict and serve apply)."
+            "Scaled: after the temperature fitted on the calibration split (what predict and serve apply). "
+            "On few rows ECE is biased upward, and its bootstrap interval with it: compare models on one test set."
             + (f" No label probabilities: {', '.join(unscored)}." if unscored else "")
         ),
         Table(
