@@ -144,3 +144,25 @@ def test_openai_teacher_on_llama_cpp_server_killed_midway_loses_no_id(llama_serv
     # The re-run sent only what the killed run had not logged: at most the requests in flight at the kill again.
     requests = server_log.read_text().count("POST /v1/chat/completions") - requests_before
     assert sent <= requests <= sent + 2
+
+
+def test_openai_backend_reads_label_probabilities_from_the_servers_logprobs(llama_server, phrasebank_allagree):
+    """llama.cpp's server sends ``top_logprobs``: the openai backend turns the answer token's alternatives into label
+    probabilities, which agree with the llamacpp backend scoring every label on the same GGUF."""
+    from finsent.completion import LABELS
+    from finsent.config import ModelConfig
+    from finsent.serve.backends import Sampling, load_backend
+
+    url, log = llama_server
+    gguf = next((log.parent / "export" / "gguf").glob("*BF16.gguf"))
+    text = phrasebank_allagree.read_text(encoding="latin-1").splitlines()[-1].split("@")[0]
+    messages = build_teacher_messages(text, "positive", TeacherConfig(), PromptConfig())  # what the model was taught
+    served = load_backend(ModelConfig(path="finsent", backend="openai", base_url=url, max_new_tokens=48))
+    local = load_backend(ModelConfig(path=str(gguf), backend="llamacpp", max_new_tokens=48, n_ctx=2048))
+    (remote,) = served.complete([messages], Sampling(score_labels=LABELS))
+    (here,) = local.complete([messages], Sampling(score_labels=LABELS))
+    assert remote.text == here.text == COMPLETION
+    assert remote.label_probabilities is not None and sum(remote.label_probabilities.values()) == pytest.approx(1.0)
+    assert max(remote.label_probabilities, key=remote.label_probabilities.get) == "positive"
+    for label in LABELS:
+        assert remote.label_probabilities[label] == pytest.approx(here.label_probabilities[label], abs=1e-3)

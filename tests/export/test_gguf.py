@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -117,3 +118,32 @@ def test_converter_failure_names_the_model_dir(tmp_path):
     with pytest.raises(FinsentError, match=rf"{tmp_path}: llama.cpp's converter failed"):
         convert_to_gguf(tmp_path, tmp_path / "out.gguf")
     assert not (tmp_path / "out.gguf").exists() and not (tmp_path / "out.gguf.tmp").exists()
+
+
+@pytest.mark.slow
+def test_gguf_label_probabilities_match_the_merged_model(exported):
+    """llama.cpp scores the labels after ``<answer>`` as transformers does on the merged weights (BF16 rounding
+    apart), for one-token sentiment labels and for transaction categories of several tokens."""
+    from finsent.completion import LABELS
+    from finsent.serve.backends import load_backend
+    from finsent.tasks import TASKS
+
+    merged = load_backend(ModelConfig(path=exported.merged_dir, max_new_tokens=4))
+    gguf = load_backend(ModelConfig(path=exported.gguf["BF16"], backend="llamacpp", max_new_tokens=4, n_ctx=1024))
+    prompts = [build_messages(text, PromptConfig()) for text in ("Net sales rose 12%.", "Shares fell.")]
+    rendered = [merged.render(p) for p in prompts]
+    assert rendered == [gguf.render(p) for p in prompts]
+    completions = ["<reasoning>Sales grew.</reasoning><answer>", "<reasoning>Prices fell.</reasoning><answer>"]
+    for labels in (LABELS, TASKS.get("transactions").labels):
+        expected = merged.label_probabilities(rendered, completions, labels)
+        found = gguf.label_probabilities(rendered, completions, labels)
+        for want, got in zip(expected, found, strict=True):
+            assert sum(got.values()) == pytest.approx(1.0)
+            # In log space, so that the many near-zero categories are compared too.
+            assert [math.log(got[label]) for label in labels] == pytest.approx(
+                [math.log(want[label]) for label in labels], abs=0.02
+            )
+    # Scoring after a generation reuses llama.cpp's cache: generating again gives the same text as before.
+    first = gguf.complete([prompts[0]])[0].text
+    gguf.label_probabilities(rendered[1:], completions[1:], LABELS)
+    assert gguf.complete([prompts[0]])[0].text == first

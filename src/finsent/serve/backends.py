@@ -376,17 +376,14 @@ class LlamaCppBackend:
         completions = []
         for prompt in prompts:
             start = time.perf_counter()
+            rendered = self.render(prompt)
             out = self.llm.create_completion(
-                self.render(prompt),
+                rendered,
                 max_tokens=sampling.max_new_tokens or self.cfg.max_new_tokens,
                 temperature=sampling.temperature,
             )
             choice, usage = out["choices"][0], out["usage"]
-            prefix = answer_prefix(choice["text"]) if sampling.score_labels else None
-            probabilities = None
-            if prefix is not None:
-                splits = label_continuations(self.render(prompt) + prefix, sampling.score_labels, self._tokenize)
-                probabilities = softmax_over_labels(self._score_continuations(*splits), sampling.score_labels)
+            (probabilities,) = self.label_probabilities([rendered], [choice["text"]], sampling.score_labels)
             latency_ms = (time.perf_counter() - start) * 1000
             reason = "length" if choice["finish_reason"] == "length" else "stop"
             completions.append(
@@ -400,6 +397,20 @@ class LlamaCppBackend:
                 )
             )
         return completions
+
+    def label_probabilities(
+        self, rendered: Sequence[str], completions: Sequence[str], labels: Sequence[str]
+    ) -> list[dict[str, float] | None]:
+        """Return, per completion, each label's probability after its ``<answer>`` given the rendered prompt."""
+        probabilities: list[dict[str, float] | None] = []
+        for text, completion in zip(rendered, completions, strict=True):
+            prefix = answer_prefix(completion) if labels else None
+            if prefix is None:
+                probabilities.append(None)
+                continue
+            shared, suffixes = label_continuations(text + prefix, labels, self._tokenize)
+            probabilities.append(softmax_over_labels(self._score_continuations(shared, suffixes), labels))
+        return probabilities
 
     def _tokenize(self, text: str) -> list[int]:
         return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
