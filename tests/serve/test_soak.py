@@ -1,6 +1,9 @@
 """A soak of the real service: `finsent serve` in its own process on 127.0.0.1, eight clients for a bounded time
 sending a mix of good, unauthorised and malformed requests. Every answer must be the expected one (zero errors) and
-the server's resident memory may not grow by more than ``RSS_GROWTH_BOUND_MIB`` after the warm-up."""
+the server's resident memory may not grow by more than ``RSS_GROWTH_BOUND_MIB`` after the warm-up.
+
+The model served is a tiny Qwen3 warmed up on PhraseBank rows, so that its answers have an ``<answer>`` tag and the
+service scores the labels' probabilities (a second forward pass per batch) on every good request."""
 
 from __future__ import annotations
 
@@ -15,6 +18,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from warm_model import warm_tiny_qwen3
 
 SOAK_S = 20.0
 WARMUP_S = 5.0
@@ -74,13 +79,16 @@ def client_loop(base_url: str, until: float, seed: int, outcomes: Counter, failu
                 results = body.get("results", [body])
                 if any(r["status"] not in ("ok", "fallback", "missing") for r in results):
                     failures.append(f"bad result {body}")
+                with LOCK:
+                    outcomes["scored"] += sum(r["probabilities"] is not None for r in results)
 
 
-def test_soak(tiny_model_dir, tmp_path, record_property):
+def test_soak(phrasebank_data_dir, tmp_path, record_property):
+    model = warm_tiny_qwen3(phrasebank_data_dir / "train.jsonl", tmp_path / "model")
     port = free_port()
     env = {**os.environ, "FINSENT_SOAK_KEY": KEY}
-    argv = [sys.executable, "-m", "finsent", "serve", "--model", str(tiny_model_dir), "--port", str(port)]
-    argv += ["--api-key-env", "FINSENT_SOAK_KEY", "--max-new-tokens", "8"]
+    argv = [sys.executable, "-m", "finsent", "serve", "--model", str(model), "--port", str(port)]
+    argv += ["--api-key-env", "FINSENT_SOAK_KEY", "--max-new-tokens", "64"]
     log = (tmp_path / "serve.log").open("w")
     server = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
     base_url = f"http://127.0.0.1:{port}"
@@ -115,13 +123,15 @@ def test_soak(tiny_model_dir, tmp_path, record_property):
         server.wait(timeout=30)
         log.close()
 
+    scored = outcomes.pop("scored")
     total = sum(outcomes.values())
     assert not failures, failures[:5]
     assert outcomes[200] > 100 and outcomes[401] and outcomes[422], outcomes
+    assert scored > outcomes[200], f"label probabilities in only {scored} answers"  # a batch request has 3 texts
     after_warmup = [rss for at, rss in samples if at >= WARMUP_S]
     growth = max(after_warmup) - after_warmup[0]
     summary = (
-        f"{total} requests in {SOAK_S:g} s, {dict(outcomes)}, RSS {after_warmup[0]:.0f} -> max "
+        f"{total} requests in {SOAK_S:g} s, {dict(outcomes)}, {scored} answers scored, RSS {after_warmup[0]:.0f} -> max "
         f"{max(after_warmup):.0f} MiB (growth {growth:.1f} MiB, bound {RSS_GROWTH_BOUND_MIB:g})"
     )
     record_property("soak", summary)  # in the JUnit XML (pytest --junitxml), for the reliability figures
