@@ -36,6 +36,7 @@ bench: setup
 	$(BIN)/python benchmarks/bench_serve.py
 	$(BIN)/python benchmarks/bench_inference.py
 	$(BIN)/python benchmarks/bench_learning.py
+	$(BIN)/python benchmarks/bench_calibration.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

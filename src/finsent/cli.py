@@ -124,12 +124,16 @@ def _print_eval_summary(report) -> None:
         _print_instruct_summary(report)
         return
     table = Table(title="finsent eval")
-    for column in ("model", "test set", "n", "accuracy", "macro-F1 [CI]", "weighted-F1", "format", "published"):
+    columns = ("model", "test set", "n", "accuracy", "macro-F1 [CI]", "weighted-F1", "format", "ECE", "published")
+    for column in columns:
         table.add_column(column, justify="left" if column in ("model", "test set", "published") else "right")
     for row in report.rows:
         anchors = ", ".join(f"{a['model']} {a['value']:.3f}" for a in row["anchors"]) or "–"
         compliance = "–" if row["format_compliance"] is None else f"{row['format_compliance']:.1%}"
         lo, hi = row["macro_f1_ci"]
+        calibration = row["calibration"]
+        # The ECE predict and serve will see: after the fitted temperature where there is one.
+        scores = calibration and (calibration["scaled"] or calibration["raw"])
         table.add_row(
             row["model"],
             row["test_set"],
@@ -138,6 +142,7 @@ def _print_eval_summary(report) -> None:
             f"{row['macro_f1']:.3f} [{lo:.3f}, {hi:.3f}]",
             f"{row['weighted_f1']:.3f}",
             compliance,
+            f"{scores['ece']:.3f}" if scores else "–",
             anchors,
         )
     console.print(table)

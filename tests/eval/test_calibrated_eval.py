@@ -62,6 +62,11 @@ def test_eval_reports_calibration_for_the_model_and_the_baselines(report, warm_m
             assert sum(b["count"] for b in scores["reliability"]) == row["n"]
             assert [share for share, _ in scores["coverage"]][-1] == 1.0
             assert scores["coverage"][-1][1] == pytest.approx(row["accuracy"], abs=1e-4)  # all rows: plain accuracy
+            per_label = scores["per_label"]
+            assert sum(v["mean_probability"] for v in per_label.values()) == pytest.approx(1, abs=1e-3)
+            assert [v["gold_share"] * row["n"] for v in per_label.values()] == pytest.approx(
+                [row["per_label"][label]["support"] for label in LABELS]
+            )
         assert (Path(report.output_dir) / row["reliability_png"]).read_bytes()[:4] == b"\x89PNG"
     assert rows["warm"]["format_compliance"] > 0.5  # the warm model writes <answer>, so its labels can be scored
     html = Path(report.paths["report_html"]).read_text()

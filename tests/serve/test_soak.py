@@ -131,8 +131,9 @@ def test_soak(phrasebank_data_dir, tmp_path, record_property):
     after_warmup = [rss for at, rss in samples if at >= WARMUP_S]
     growth = max(after_warmup) - after_warmup[0]
     summary = (
-        f"{total} requests in {SOAK_S:g} s, {dict(outcomes)}, {scored} answers scored, RSS {after_warmup[0]:.0f} -> max "
-        f"{max(after_warmup):.0f} MiB (growth {growth:.1f} MiB, bound {RSS_GROWTH_BOUND_MIB:g})"
+        f"{total} requests in {SOAK_S:g} s, {dict(outcomes)}, {scored} answers scored, "
+        f"RSS {after_warmup[0]:.0f} -> max {max(after_warmup):.0f} MiB "
+        f"(growth {growth:.1f} MiB, bound {RSS_GROWTH_BOUND_MIB:g})"
     )
     record_property("soak", summary)  # in the JUnit XML (pytest --junitxml), for the reliability figures
     assert growth < RSS_GROWTH_BOUND_MIB, summary

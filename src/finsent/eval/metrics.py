@@ -150,11 +150,14 @@ class CalibrationMetrics:
 
 @dataclass(frozen=True)
 class Confidences:
-    """Per row: the probability of the predicted label, whether it is right, and its Brier score."""
+    """Per row: the probability of the predicted label, whether it is right, its Brier score, and the label
+    probabilities (rows x labels) and one-hot gold labels they came from."""
 
     confidence: np.ndarray
     is_correct: np.ndarray
     brier: np.ndarray
+    probabilities: np.ndarray
+    gold: np.ndarray
 
 
 def row_confidences(
@@ -174,7 +177,7 @@ def row_confidences(
     onehot[np.arange(len(gold)), [index[g] for g in gold]] = 1
     confidence = np.array([matrix[i, index[p]] if p in index else 0.0 for i, p in enumerate(pred)])
     is_correct = np.array([g == p for g, p in zip(gold, pred, strict=True)])
-    return Confidences(confidence, is_correct, ((matrix - onehot) ** 2).sum(axis=1))
+    return Confidences(confidence, is_correct, ((matrix - onehot) ** 2).sum(axis=1), matrix, onehot)
 
 
 def calibration_metrics(rows: Confidences, n_bins: int = 10) -> CalibrationMetrics:

@@ -258,6 +258,14 @@ def calibration_report(run: Run, labels: tuple[str, ...], ev: EvalConfig) -> dic
                 {k: _round(v) if isinstance(v, float) else v for k, v in asdict(b).items()} for b in found.bins
             ],
             "coverage": [[share, _round(accuracy)] for share, accuracy in found.coverage],
+            # Calibration in the large: the mean probability of each label against its share of the gold labels.
+            "per_label": {
+                label: {
+                    "mean_probability": _round(float(confidences.probabilities[:, i].mean())),
+                    "gold_share": _round(float(confidences.gold[:, i].mean())),
+                }
+                for i, label in enumerate(labels)
+            },
         }
 
     temperature = run.calibration.temperature if run.calibration else None
