@@ -1,14 +1,16 @@
 """The merge for real on the tiny Qwen3, and the reload gate catching deliberately broken merges."""
 
 import json
+import shutil
 
 import pytest
 import torch
 from peft.tuners.tuners_utils import BaseTuner
 from safetensors.torch import load_file
 
+from finsent.calibration import Calibration, calibration_file, load_calibration, save_calibration
 from finsent.completion import PromptConfig, build_messages
-from finsent.config import load_config
+from finsent.config import ModelConfig, load_config
 from finsent.errors import ConfigError
 from finsent.export import export_model
 from finsent.export.merge import ReloadGateError, check_merge, merge_adapter
@@ -89,6 +91,19 @@ def test_export_of_an_adapter_writes_merged_gate_comparison_card_and_result(tiny
     card = (out / "README.md").read_text()
     assert "## Reload gate" in card and "| merged-float32 |" in card and "base_model:" in card
     assert json.loads((out / "result.json").read_text())["stage"] == "export"
+
+
+def test_export_carries_the_models_calibration_to_the_merged_model(tiny_adapter_dir, tmp_path):
+    adapter = tmp_path / "adapter"
+    shutil.copytree(tiny_adapter_dir, adapter)
+    save_calibration(Calibration(1.8, "data_validation", 40), adapter / "calibration.json")
+    result = export_model(export_cfg(tmp_path / "run", adapter, "export.compare_examples=0"))
+    merged = ModelConfig(path=result.merged_dir)
+    assert load_calibration(merged) == Calibration(1.8, "data_validation", 40)
+    assert result.paths["calibration_merged"] == str(calibration_file(merged))
+    # Without one beside the model, there is nothing to carry.
+    plain = export_model(export_cfg(tmp_path / "plain", tiny_adapter_dir, "export.compare_examples=0"))
+    assert load_calibration(ModelConfig(path=plain.merged_dir)).temperature == 1.0
 
 
 def test_export_of_a_full_model_dir_skips_the_merge_and_the_gate(tiny_model_dir, tmp_path):

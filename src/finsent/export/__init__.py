@@ -14,6 +14,7 @@ from typing import Any
 
 from transformers import AutoConfig, GenerationConfig
 
+from finsent.calibration import CALIBRATION_FILE, calibration_file
 from finsent.checks import validate_recipe
 from finsent.config import EvalSetConfig, ExportConfig, ModelConfig, RecipeConfig, dump_config
 from finsent.data.readers import RowErrors
@@ -96,6 +97,8 @@ def export_model(cfg: RecipeConfig) -> ExportResult:
         modelfile = str(write_modelfile(cfg, merged_dir, out, ggufs))
         paths["modelfile"] = modelfile
 
+    paths.update(carry_calibration(Path(model_path), merged_dir, [g["path"] for g in ggufs]))
+
     comparison: list[dict[str, Any]] = []
     if ex.compare_examples:
         rows = replace(split, test=split.test[: ex.compare_examples], rest=[])
@@ -120,6 +123,20 @@ def export_model(cfg: RecipeConfig) -> ExportResult:
     )
     atomic_write_json(out / "result.json", {"stage": "export", **asdict(result), "gguf_checks": ggufs})
     return result
+
+
+def carry_calibration(model_dir: Path, merged_dir: Path, gguf_paths: list[str]) -> dict[str, str]:
+    """Copy the temperature eval saved beside the exported model to the merged model and each GGUF: they answer as
+    it does (the gate checked the merge), so predict and serve find it beside whichever they load."""
+    source = model_dir / CALIBRATION_FILE
+    if not source.is_file():
+        return {}
+    text = source.read_text(encoding="utf-8")
+    targets = [ModelConfig(path=str(merged_dir)), *(ModelConfig(path=p, backend="llamacpp") for p in gguf_paths)]
+    return {
+        f"calibration_{Path(target.path).name}": str(atomic_write_text(calibration_file(target), text))
+        for target in targets
+    }
 
 
 def held_out_set(cfg: RecipeConfig) -> EvalSetConfig:
