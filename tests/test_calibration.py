@@ -108,3 +108,34 @@ def test_save_and_load_round_trip_and_errors_name_the_file(tmp_path):
     missing = tmp_path / "missing.json"
     with pytest.raises(DataError, match="missing.json"):
         load_calibration(ModelConfig(path="m", backend="openai", calibration=str(missing)))
+
+
+def test_temperature_scaling_lowers_the_held_out_ece_of_an_overconfident_tiny_model(
+    tiny_model_dir, phrasebank_allagree
+):
+    """The random tiny Qwen3 knows nothing of sentiment (it answers negative to every sentence); with its final norm
+    scaled up, its label logits grow fortyfold and it is sure of those guesses. A temperature fitted on 120 PhraseBank
+    sentences must bring the held-out confidence down towards how often the guesses are right."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from finsent.serve.backends import TransformersBackend
+    from finsent.tasks import TASKS
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    with torch.no_grad():
+        model.model.norm.weight.mul_(40.0)  # every logit x40: the probabilities sharpen as at temperature 1/40
+    backend = TransformersBackend(model, AutoTokenizer.from_pretrained(tiny_model_dir), 4, 16)
+    task = TASKS.get("sentiment")
+    lines = phrasebank_allagree.read_text(encoding="latin-1").splitlines()[::9][:240]
+    texts, gold = zip(*(line.rsplit("@", 1) for line in lines), strict=True)
+    rendered = [backend.render(task.messages(text)) for text in texts]
+    found = backend.label_probabilities(rendered, ["<reasoning>The text.</reasoning><answer>"] * len(texts), LABELS)
+    probabilities = np.array([[row[label] for label in LABELS] for row in found])
+    gold_index = np.array([LABELS.index(label.strip()) for label in gold])
+    validation, held_out = slice(0, 120), slice(120, 240)
+    calibration = fit_temperature(probabilities[validation], gold_index[validation], "validation")
+    before = ece_of(probabilities[held_out], gold_index[held_out])
+    after = ece_of(temperature_scale(probabilities[held_out], calibration.temperature), gold_index[held_out])
+    assert calibration.temperature > 5  # it softens
+    assert before > 0.5 and after < before / 2, (before, after, calibration)
