@@ -200,9 +200,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         raise FinsentError("predict labels text; for instructions use finsent eval (task instruct) or finsent serve")
     if not 0 <= args.min_confidence <= 1:
         raise FinsentError(f"--min-confidence: expected a probability in [0, 1], got {args.min_confidence}")
-    model = build_dataclass(
-        ModelConfig, _model_flags(args) | {"adapter": args.adapter, "calibration": args.calibration}, (), COMMAND_LINE
-    )
+    model = build_dataclass(ModelConfig, _model_flags(args) | {"adapter": args.adapter}, (), COMMAND_LINE)
     confidence = ENTRY_POINTS.get("confidence_for")(model, args.min_confidence)
     backend = ENTRY_POINTS.get("load_backend")(model)
     if args.text is not None:
