@@ -58,6 +58,7 @@ def plot_reliability(calibration: dict[str, Any], path: str | Path, title: str) 
             marker="o",
             color=color,
             label=f"{name} (ECE {ece:.3f})",
+            clip_on=False,  # a bin at confidence 1 stays visible on the frame
         )
         shift = (offset - (len(curves) - 1) / 2) * width / len(curves)
         bottom.bar(
@@ -67,11 +68,11 @@ def plot_reliability(calibration: dict[str, Any], path: str | Path, title: str) 
             color=color,
             alpha=0.6,
         )
-    top.set_xlim(0, 1)
-    top.set_ylim(0, 1)
+    top.set_xlim(0, 1.02)
+    top.set_ylim(0, 1.02)
     top.set_ylabel("accuracy")
     top.set_title(f"{title}\nreliability", fontsize=9)
-    top.legend(fontsize=8, loc="upper left")
+    top.legend(fontsize=8, loc="lower right")
     bottom.set_xlabel("confidence (probability of the answer given)")
     bottom.set_ylabel("rows")
     return save_figure(fig, path)
