@@ -16,6 +16,7 @@ import inspect
 import logging
 import math
 import os
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -295,6 +296,7 @@ class OpenAIBackend:
         api_key = os.environ.get(cfg.api_key_env) or "EMPTY"
         self.client = openai.OpenAI(base_url=cfg.base_url, api_key=api_key, max_retries=3, timeout=cfg.timeout_s)
         self.has_warned_no_logprobs = False
+        self.warning_lock = threading.Lock()
 
     def complete(self, prompts: Sequence[Prompt], sampling: Sampling = GREEDY) -> list[Completion]:
         if not prompts:
@@ -339,9 +341,10 @@ class OpenAIBackend:
             return None
         content = choice.logprobs.content if choice.logprobs else None
         if not content:
-            if not self.has_warned_no_logprobs:
-                logger.warning("%s gave no logprobs: no label probabilities for %s", self.url, self.cfg.path)
-                self.has_warned_no_logprobs = True
+            with self.warning_lock:  # requests run on several threads: say it once
+                if not self.has_warned_no_logprobs:
+                    logger.warning("%s gave no logprobs: no label probabilities for %s", self.url, self.cfg.path)
+                    self.has_warned_no_logprobs = True
             return None
         tokens = [(t.token, [(a.token, a.logprob) for a in t.top_logprobs or [t]]) for t in content]
         return first_token_probabilities(tokens, labels)
