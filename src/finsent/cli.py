@@ -218,6 +218,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                 f"[bold]probabilities:[/] {', '.join(f'{k} {v:.3f}' for k, v in shares)} "
                 f"(temperature {confidence.calibration.temperature:g})"
             )
+        else:
+            console.print("[bold]probabilities:[/] none (no <answer> tag, or a server that sends no logprobs)")
         console.print(f"[bold]reasoning:[/] {escape(prediction.reasoning)}", highlight=False)
         return 0
     result = ENTRY_POINTS.get("predict_file")(
