@@ -99,15 +99,18 @@ def run_baseline(
     logger.info("%s on %s: fitted on %d rows", name, split.name, len(train))
     calibration = None
     if calibration_split is not None:
-        calibration = fit_calibration(predict(calibration_split.test), calibration_split, labels)
+        calibration = fit_calibration(name, predict(calibration_split.test), calibration_split, labels)
     return Run(name, "baseline", None, split, predictions, calibration)
 
 
-def fit_calibration(predictions: list[Prediction], split: EvalSplit, labels: tuple[str, ...]) -> Calibration | None:
-    """Return the temperature fitted on ``split``'s predictions, or None when none has label probabilities."""
+def fit_calibration(
+    name: str, predictions: list[Prediction], split: EvalSplit, labels: tuple[str, ...]
+) -> Calibration | None:
+    """Return the temperature of ``name`` fitted on ``split``'s predictions, or None when none has label
+    probabilities (no answer tag, or a server without logprobs)."""
     scored = [(p.probabilities, ex.label) for p, ex in zip(predictions, split.test, strict=True) if p.probabilities]
     if not scored:
-        logger.warning("no label probabilities on %s: no temperature fitted", split.name)
+        logger.warning("%s: no label probabilities on %s, so no temperature fitted", name, split.name)
         return None
     matrix = np.array([[probabilities.get(label, 0.0) for label in labels] for probabilities, _ in scored])
     gold = np.array([labels.index(label) for _, label in scored])
@@ -127,7 +130,7 @@ def run_model(
     results = predict_splits(model, [*splits, *extra], task, predictions_dir)
     calibration = None
     if calibration_split is not None and task.labels:
-        calibration = fit_calibration(results.pop().predictions, calibration_split, task.labels)
+        calibration = fit_calibration(str(model.name), results.pop().predictions, calibration_split, task.labels)
     return [
         Run(model.name, "model", model.backend, split, result.predictions, calibration)
         for split, result in zip(splits, results, strict=True)
