@@ -14,25 +14,20 @@ Usage: python benchmarks/bench_calibration.py [--output-dir DIR] [key.path=value
 
 from __future__ import annotations
 
-import argparse
 import os
 import platform
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
 import transformers
 
+from bench_learning import parse_recipe_args
 from finsent.config import load_config
 from finsent.data import build_dataset
 from finsent.eval import evaluate_model
 from finsent.sft import train_sft
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("FINSENT_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
-ALLAGREE = SHARED_DATA / "financial_phrasebank" / "FinancialPhraseBank-v1.0" / "Sentences_AllAgree.txt"
-RECIPE = REPO_ROOT / "recipes" / "tiny-cpu-learn.yaml"
 REFERENCE = "tfidf"
 
 
@@ -42,34 +37,21 @@ def interval(scores: dict[str, Any], key: str) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--output-dir",
-        type=Path,
-        default=REPO_ROOT / "runs" / f"bench-calibration-{time.strftime('%Y%m%d-%H%M%S')}",
-    )
-    parser.add_argument("overrides", nargs="*", help="recipe overrides, e.g. sft.trainer.max_steps=100")
-    args = parser.parse_args()
-    if not ALLAGREE.is_file():
-        raise SystemExit(
-            f"PhraseBank AllAgree not found at {ALLAGREE}: set FINSENT_SHARED_DATA to the shared/data folder"
-        )
-    out = args.output_dir.resolve()
-    source = f"{{name: financial_phrasebank, path: '{ALLAGREE}'}}"
+    args, run_overrides = parse_recipe_args(__doc__.splitlines()[0], "calibration")
+    out = args.output_dir
     model = f"{{path: '{out / 'sft'}', name: sft, max_new_tokens: 96, batch_size: 32}}"
     overrides = [
-        f"output_dir={out}",
-        f"data.sources=[{source}]",
+        *run_overrides,
         f"eval.models=[{model}]",
         "eval.baselines=[majority, lexicon, tfidf]",
         *args.overrides,
     ]
-    cfg = load_config(RECIPE, overrides)
+    cfg = load_config(args.recipe, overrides)
     print(
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} "
         f"({torch.get_num_threads()} threads), transformers {transformers.__version__}"
     )
-    print(f"recipe {RECIPE.name} -> {out}; overrides: {args.overrides or 'none'}", flush=True)
+    print(f"recipe {args.recipe.name} -> {out}; overrides: {args.overrides or 'none'}", flush=True)
 
     started = time.perf_counter()
     data = build_dataset(cfg)

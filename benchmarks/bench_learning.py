@@ -52,10 +52,12 @@ def window_means(points: list[list[float]], window_steps: int) -> tuple[float, f
     return sum(first) / len(first), sum(last) / len(last)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parse_recipe_args(description: str, name: str) -> tuple[argparse.Namespace, list[str]]:
+    """Parse ``--output-dir``, ``--recipe`` and recipe overrides; return them with the overrides that point the
+    recipe at the output dir and at PhraseBank AllAgree (which must exist)."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument(
-        "--output-dir", type=Path, default=REPO_ROOT / "runs" / f"bench-learning-{time.strftime('%Y%m%d-%H%M%S')}"
+        "--output-dir", type=Path, default=REPO_ROOT / "runs" / f"bench-{name}-{time.strftime('%Y%m%d-%H%M%S')}"
     )
     parser.add_argument("--recipe", type=Path, default=RECIPE)
     parser.add_argument("overrides", nargs="*", help="recipe overrides, e.g. sft.trainer.max_steps=100")
@@ -64,9 +66,15 @@ def main() -> None:
         raise SystemExit(
             f"PhraseBank AllAgree not found at {ALLAGREE}: set FINSENT_SHARED_DATA to the shared/data folder"
         )
-    out = args.output_dir.resolve()
+    args.output_dir = args.output_dir.resolve()
     source = f"{{name: financial_phrasebank, path: '{ALLAGREE}'}}"
-    cfg = load_config(args.recipe, [f"output_dir={out}", f"data.sources=[{source}]", *args.overrides])
+    return args, [f"output_dir={args.output_dir}", f"data.sources=[{source}]"]
+
+
+def main() -> None:
+    args, run_overrides = parse_recipe_args(__doc__.splitlines()[0], "learning")
+    out = args.output_dir
+    cfg = load_config(args.recipe, [*run_overrides, *args.overrides])
 
     print(
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} "
